@@ -1,0 +1,132 @@
+// `synchub hub ...`: serve, and the admin commands that act on the store directly.
+import { z } from 'zod';
+import { parseCommand, portFlag, UsageError } from '../shared/cli.ts';
+import { createLogger } from '../shared/log.ts';
+import { Hub } from './server.ts';
+import type { EventStore } from './store/event-store.ts';
+import { SqliteEventStore } from './store/sqlite.ts';
+import { assertProjectName, createToken } from './tokens.ts';
+
+const DEFAULT_DB = './data/hub.db';
+
+const storeFlags = { db: { type: 'string' }, postgres: { type: 'string' } } as const;
+const storeSchema = { db: z.string().min(1).optional(), postgres: z.string().optional() };
+
+function openStore(flags: { db?: string; postgres?: string }): EventStore {
+  if (flags.postgres !== undefined) throw new UsageError('--postgres is not available in this version; use --db (SQLite)');
+  return new SqliteEventStore(flags.db ?? DEFAULT_DB);
+}
+
+const USAGE = `usage:
+  synchub hub serve [--port 8787] [--host 127.0.0.1] [--db ./data/hub.db]
+  synchub hub project create <project> [--db ...]
+  synchub hub project list [--db ...]
+  synchub hub token create --project <project> [--role read|write|admin] [--db ...]
+  synchub hub token list --project <project> [--db ...]
+  synchub hub token revoke <token-id> [--db ...]`;
+
+export async function hubCli(argv: string[]): Promise<number | void> {
+  const [cmd, sub, ...rest] = argv;
+  if (cmd === 'serve') return serve([sub, ...rest].filter((a): a is string => a !== undefined));
+  if (cmd === 'project' && sub === 'create') return projectCreate(rest);
+  if (cmd === 'project' && sub === 'list') return projectList(rest);
+  if (cmd === 'token' && sub === 'create') return tokenCreate(rest);
+  if (cmd === 'token' && sub === 'list') return tokenList(rest);
+  if (cmd === 'token' && sub === 'revoke') return tokenRevoke(rest);
+  throw new UsageError(`unknown command: hub ${argv.join(' ')}\n${USAGE}`.split('\n')[0] + ` (see: synchub help)`);
+}
+
+export { USAGE as HUB_USAGE };
+
+async function serve(argv: string[]): Promise<void> {
+  const flags = parseCommand(
+    argv,
+    { port: { type: 'string' }, host: { type: 'string' }, ...storeFlags },
+    z.object({ port: portFlag.default(8787), host: z.string().min(1).default('127.0.0.1'), ...storeSchema, positionals: z.array(z.string()).max(0) }),
+  );
+  const log = createLogger('synchub-hub');
+  const store = openStore(flags);
+  const hub = new Hub(store, { port: flags.port, host: flags.host }, log);
+  const port = await hub.listen();
+  const db = flags.db ?? DEFAULT_DB;
+  process.stdout.write(
+    `synchub hub listening on ws://${flags.host}:${port}  (store: ${db})\n` +
+      `  health:  http://${flags.host}:${port}/healthz   metrics: http://${flags.host}:${port}/metrics\n` +
+      `  connect: npx synchub hub project create myproj --db ${db}\n` +
+      `           npx synchub hub token create --project myproj --db ${db} > token.txt\n` +
+      `           npx synchub agent run --db app.db --hub ws://${flags.host}:${port} --project myproj --token-file token.txt\n`,
+  );
+  await new Promise<void>((resolve) => {
+    const stop = (signal: string) => {
+      log.info({ signal }, 'signal received');
+      hub.close().then(resolve, (err) => {
+        log.error({ err: String(err) }, 'shutdown failed');
+        process.exitCode = 1;
+        resolve();
+      });
+    };
+    process.once('SIGTERM', () => stop('SIGTERM'));
+    process.once('SIGINT', () => stop('SIGINT'));
+  });
+}
+
+const projectArg = z.string().superRefine((name, ctx) => {
+  try {
+    assertProjectName(name);
+  } catch (err) {
+    ctx.addIssue({ code: 'custom', message: (err as Error).message });
+  }
+});
+
+async function withStore<T>(flags: { db?: string; postgres?: string }, fn: (store: EventStore) => Promise<T>): Promise<T> {
+  const store = openStore(flags);
+  try {
+    return await fn(store);
+  } finally {
+    await store.close();
+  }
+}
+
+async function projectCreate(argv: string[]): Promise<void> {
+  const f = parseCommand(argv, storeFlags, z.object({ ...storeSchema, positionals: z.tuple([projectArg]) }));
+  const name = f.positionals[0];
+  await withStore(f, (s) => s.createProject(name));
+  process.stdout.write(`created project ${name}\n`);
+}
+
+async function projectList(argv: string[]): Promise<void> {
+  const f = parseCommand(argv, storeFlags, z.object({ ...storeSchema, positionals: z.tuple([]) }));
+  const projects = await withStore(f, (s) => s.listProjects());
+  for (const p of projects) process.stdout.write(`${p.name}\thead=${p.headSeq}\tcreated=${p.createdAt}\n`);
+}
+
+async function tokenCreate(argv: string[]): Promise<void> {
+  const f = parseCommand(
+    argv,
+    { project: { type: 'string' }, role: { type: 'string' }, ...storeFlags },
+    z.object({ project: projectArg, role: z.enum(['read', 'write', 'admin']).default('write'), ...storeSchema, positionals: z.tuple([]) }),
+  );
+  const { token, record } = await withStore(f, (s) => createToken(s, f.project, f.role));
+  // The token on stdout alone (so `> token.txt` works); the rest on stderr.
+  process.stdout.write(`${token}\n`);
+  process.stderr.write(`token ${record.id} (${record.role}) for project ${record.project}: shown once, store it now\n`);
+}
+
+async function tokenList(argv: string[]): Promise<void> {
+  const f = parseCommand(argv, { project: { type: 'string' }, ...storeFlags }, z.object({ project: projectArg, ...storeSchema, positionals: z.tuple([]) }));
+  const tokens = await withStore(f, (s) => s.listTokens(f.project));
+  for (const t of tokens) {
+    process.stdout.write(`${t.id}\t${t.role}\tcreated=${t.createdAt}\t${t.revokedAt ? `revoked=${t.revokedAt}` : 'active'}\n`);
+  }
+}
+
+async function tokenRevoke(argv: string[]): Promise<number | void> {
+  const f = parseCommand(argv, storeFlags, z.object({ ...storeSchema, positionals: z.tuple([z.string().regex(/^[0-9a-f]{16}$/, 'expected a token id (16 hex digits)')]) }));
+  const id = f.positionals[0];
+  const found = await withStore(f, (s) => s.revokeToken(id, new Date().toISOString()));
+  if (!found) {
+    process.stderr.write(`synchub: no token with id ${id}\n`);
+    return 1;
+  }
+  process.stdout.write(`revoked token ${id}\n`);
+}

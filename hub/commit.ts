@@ -1,0 +1,94 @@
+// Group commit: every push that arrives while the store is busy (or in the same
+// turn of the event loop) is committed in one transaction, and each push is
+// answered only after that transaction is durable. One fsync then pays for many pushes.
+import type { AppendGroup, AppendOutcome, EventStore } from './store/event-store.ts';
+
+interface Waiting {
+  group: AppendGroup;
+  resolve: (outcomes: AppendOutcome[]) => void;
+  reject: (err: unknown) => void;
+}
+
+export interface CommitListener {
+  /** Called after each durable commit with the newly stored events per project (duplicates excluded). */
+  (committed: Map<string, { seq: number; json: string }[]>, durationMs: number, eventCount: number): void;
+}
+
+export class GroupCommitter {
+  private waiting: Waiting[] = [];
+  private running = false;
+  private scheduled = false;
+  private idle: (() => void)[] = [];
+
+  constructor(
+    private readonly store: EventStore,
+    private readonly maxEvents: number,
+    private readonly onCommit: CommitListener,
+  ) {}
+
+  submit(group: AppendGroup): Promise<AppendOutcome[]> {
+    return new Promise((resolve, reject) => {
+      this.waiting.push({ group, resolve, reject });
+      this.schedule();
+    });
+  }
+
+  /** Resolves once nothing is waiting or being committed. */
+  drain(): Promise<void> {
+    if (!this.running && this.waiting.length === 0) return Promise.resolve();
+    return new Promise((resolve) => this.idle.push(resolve));
+  }
+
+  private schedule(): void {
+    if (this.scheduled || this.running) return;
+    this.scheduled = true;
+    // setImmediate, not a timer: pushes already read from sockets in this turn join
+    // the batch, and nothing waits for a clock.
+    setImmediate(() => {
+      this.scheduled = false;
+      void this.run();
+    });
+  }
+
+  private async run(): Promise<void> {
+    this.running = true;
+    while (this.waiting.length > 0) {
+      const batch = this.take();
+      const started = performance.now();
+      try {
+        const outcomes = await this.store.append(
+          batch.map((w) => w.group),
+          new Date().toISOString(),
+        );
+        const committed = new Map<string, { seq: number; json: string }[]>();
+        let count = 0;
+        batch.forEach((w, i) => {
+          const list = committed.get(w.group.project) ?? [];
+          for (const o of outcomes[i]!) {
+            if (!o.stored) continue;
+            list.push({ seq: o.seq, json: o.json });
+            count++;
+          }
+          committed.set(w.group.project, list);
+        });
+        this.onCommit(committed, performance.now() - started, count);
+        batch.forEach((w, i) => w.resolve(outcomes[i]!));
+      } catch (err) {
+        for (const w of batch) w.reject(err);
+      }
+    }
+    this.running = false;
+    for (const resolve of this.idle.splice(0)) resolve();
+  }
+
+  /** Takes waiting pushes up to maxEvents (always at least one). */
+  private take(): Waiting[] {
+    let events = 0;
+    let n = 0;
+    while (n < this.waiting.length && (n === 0 || events + this.waiting[n]!.group.events.length <= this.maxEvents)) {
+      events += this.waiting[n]!.group.events.length;
+      n++;
+    }
+    return this.waiting.splice(0, n);
+  }
+}

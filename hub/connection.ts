@@ -1,0 +1,268 @@
+// One device's socket: waits for hello, then streams the project's log from the
+// device's own cursor (backlog from the store, then live from the in-memory tail)
+// while accepting pushes. Protocol errors get an `error` frame and a close.
+import type { WebSocket, RawData } from 'ws';
+import { CloseCode, ErrorCode } from '../shared/errors.ts';
+import { PROTOCOL_VERSION } from '../shared/limits.ts';
+import type { Logger } from '../shared/log.ts';
+import { ClientFrame, parseFrame, type HelloFrame, type PushFrame, type Rejection, type Ack } from '../shared/protocol.ts';
+import type { HubOptions } from './config.ts';
+import { buildFrame, type Frame, type ProjectChannel, type Subscriber } from './fanout.ts';
+import type { GroupCommitter } from './commit.ts';
+import type { HubMetrics } from './metrics.ts';
+import type { EventStore, Role } from './store/event-store.ts';
+import { rejectReason } from './validate-event.ts';
+
+export const ConnState = {
+  AwaitingHello: 'awaiting_hello',
+  /** hello received, welcome not yet sent: pushes wait in `early`. */
+  Greeting: 'greeting',
+  Streaming: 'streaming',
+  Closed: 'closed',
+} as const;
+export type ConnState = (typeof ConnState)[keyof typeof ConnState];
+
+export interface ConnectionDeps {
+  options: HubOptions;
+  store: EventStore;
+  committer: GroupCommitter;
+  metrics: HubMetrics;
+  log: Logger;
+  channel: (project: string) => Promise<ProjectChannel>;
+  /** True once the hub is shutting down: new frames are ignored (unacked pushes are re-sent by clients). */
+  stopping: () => boolean;
+}
+
+export class Connection implements Subscriber {
+  state: ConnState = ConnState.AwaitingHello;
+  deviceId = '';
+  /** Last seq sent to this socket. */
+  private cursor = 0;
+  private channel: ProjectChannel | null = null;
+  private pumping = false;
+  private pumpAgain = false;
+  private blockedSince = 0;
+  private stallTimer: NodeJS.Timeout | null = null;
+  /** Set by the ping sweep; cleared by a pong. */
+  awaitingPong = false;
+  private log: Logger;
+  private early: PushFrame[] = [];
+  private helloTimer: NodeJS.Timeout;
+
+  constructor(
+    private readonly ws: WebSocket,
+    readonly project: string,
+    private readonly role: Role,
+    private readonly deps: ConnectionDeps,
+  ) {
+    this.log = deps.log.child({ project });
+    ws.on('message', (data, isBinary) => this.onMessage(data, isBinary));
+    ws.on('pong', () => (this.awaitingPong = false));
+    ws.on('close', () => this.onClose());
+    ws.on('error', (err) => this.log.debug({ err: err.message }, 'socket error'));
+    // A socket that never says hello holds a file descriptor for nothing.
+    this.helloTimer = setTimeout(() => {
+      if (this.state === ConnState.AwaitingHello) this.fail(ErrorCode.HelloRequired, 'no hello received in time');
+    }, deps.options.helloTimeoutMs);
+  }
+
+  private onMessage(data: RawData, isBinary: boolean): void {
+    if (this.state === ConnState.Closed || this.deps.stopping()) return;
+    const bytes = Array.isArray(data) ? data.reduce((n, b) => n + b.length, 0) : data.byteLength;
+    if (bytes > this.deps.options.maxFrameBytes) {
+      return this.fail(ErrorCode.FrameTooLarge, `frame of ${bytes} bytes exceeds the limit of ${this.deps.options.maxFrameBytes}`);
+    }
+    if (isBinary) return this.fail(ErrorCode.InvalidFrame, 'frames must be JSON text, not binary');
+    const parsed = parseFrame(ClientFrame, data.toString());
+    if (!parsed.ok) return this.fail(parsed.code, parsed.message);
+    const frame = parsed.frame;
+    if (frame.type === 'hello') {
+      if (this.state !== ConnState.AwaitingHello) return this.fail(ErrorCode.DuplicateHello, 'hello was already received on this connection');
+      void this.onHello(frame).catch((err) => this.internal(err));
+    } else {
+      if (this.state === ConnState.AwaitingHello) return this.fail(ErrorCode.HelloRequired, 'the first frame must be hello');
+      if (this.state === ConnState.Greeting) this.early.push(frame);
+      else this.onPush(frame);
+    }
+  }
+
+  private async onHello(hello: HelloFrame): Promise<void> {
+    if (hello.protocol !== PROTOCOL_VERSION) {
+      return this.fail(ErrorCode.UnsupportedProtocol, `protocol ${hello.protocol} is not supported; this hub speaks ${PROTOCOL_VERSION}`);
+    }
+    clearTimeout(this.helloTimer);
+    this.state = ConnState.Greeting;
+    this.deviceId = hello.deviceId;
+    const channel = await this.deps.channel(this.project);
+    if (this.isClosed()) return;
+    if (hello.afterSeq > channel.head) {
+      return this.fail(
+        ErrorCode.CursorAhead,
+        `afterSeq ${hello.afterSeq} is past the project's head ${channel.head}: this device synced with another hub or a newer copy of its data`,
+      );
+    }
+    this.state = ConnState.Streaming;
+    this.log = this.log.child({ deviceId: hello.deviceId });
+    this.cursor = hello.afterSeq;
+    this.channel = channel;
+    // Subscribe before sending anything: every commit from here on wakes us, and the
+    // cursor decides what is sent, so the backlog-to-live switch has no gap or duplicate.
+    channel.subscribers.add(this);
+    this.send(JSON.stringify({ type: 'welcome', project: this.project, deviceId: hello.deviceId, headSeq: channel.head }));
+    this.log.info({ afterSeq: hello.afterSeq, headSeq: channel.head }, 'device connected');
+    for (const push of this.early.splice(0)) this.onPush(push);
+    this.wake();
+  }
+
+  private onPush(push: PushFrame): void {
+    if (this.role === 'read') return this.fail(ErrorCode.Forbidden, 'this token is read-only and cannot push');
+    const max = this.deps.options.maxBatchEvents;
+    if (push.events.length > max) return this.fail(ErrorCode.BatchTooLarge, `push of ${push.events.length} events exceeds the limit of ${max}`);
+
+    const rejected: Rejection[] = [];
+    const accepted = push.events.filter((e) => {
+      const reason = rejectReason(e);
+      if (reason) rejected.push({ clientActionId: e.clientActionId, reason });
+      return !reason;
+    });
+    this.deps.metrics.pushes.inc();
+    if (accepted.length === 0) return this.sendAck(push.batch, [], rejected);
+
+    this.deps.committer.submit({ project: this.project, deviceId: this.deviceId, events: accepted }).then(
+      (outcomes) => {
+        const acks: Ack[] = [];
+        outcomes.forEach((o, i) => {
+          const clientActionId = accepted[i]!.clientActionId;
+          if (o.stored) acks.push({ clientActionId, serverSeq: o.seq });
+          else rejected.push({ clientActionId, reason: 'duplicate', serverSeq: o.seq });
+        });
+        this.sendAck(push.batch, acks, rejected);
+      },
+      (err: unknown) => {
+        this.log.error({ err: String(err) }, 'commit failed');
+        // Nothing of this push was stored; the device keeps it pending and retries.
+        this.fail(ErrorCode.StoreUnavailable, 'the hub could not store this push; retry later', CloseCode.Internal);
+      },
+    );
+  }
+
+  private sendAck(batch: number, acks: Ack[], rejected: Rejection[]): void {
+    if (rejected.length) this.deps.metrics.rejected.inc(rejected.length);
+    this.send(JSON.stringify({ type: 'ack', batch, acks, rejected }));
+  }
+
+  /** Send what the cursor has not seen, until caught up or the socket's buffer is full. */
+  wake(): void {
+    if (this.pumping) {
+      this.pumpAgain = true;
+      return;
+    }
+    this.pumping = true;
+    void this.pump()
+      .catch((err) => this.internal(err))
+      .finally(() => (this.pumping = false));
+  }
+
+  private async pump(): Promise<void> {
+    const channel = this.channel!;
+    const { highWaterBytes, pageEvents } = this.deps.options;
+    do {
+      this.pumpAgain = false;
+      while (this.cursor < channel.head && !this.isClosed()) {
+        if (this.ws.bufferedAmount > highWaterBytes) {
+          this.block();
+          return;
+        }
+        let frame: Frame | null = channel.frameAfter(this.cursor);
+        if (!frame) {
+          const page = await this.deps.store.readAfter(this.project, this.cursor, pageEvents);
+          if (page.length === 0 || this.isClosed()) return;
+          frame = buildFrame(page, channel.head);
+          this.deps.metrics.backlogReads.inc();
+        }
+        this.cursor = frame.throughSeq;
+        this.send(frame.data);
+      }
+    } while (this.pumpAgain && !this.isClosed());
+  }
+
+  /** The socket's buffer is over the high-water mark: wait for it to drain, but not forever. */
+  private block(): void {
+    if (this.blockedSince === 0) {
+      this.blockedSince = Date.now();
+      this.stallTimer = setTimeout(() => {
+        this.deps.metrics.slowConsumers.inc();
+        this.fail(ErrorCode.SlowConsumer, `stream not read for ${this.deps.options.stallTimeoutMs} ms`, CloseCode.PolicyViolation, true);
+      }, this.deps.options.stallTimeoutMs);
+    }
+  }
+
+  private unblock(): void {
+    if (this.blockedSince === 0) return;
+    if (this.ws.bufferedAmount > this.deps.options.highWaterBytes / 2) return;
+    this.blockedSince = 0;
+    if (this.stallTimer) clearTimeout(this.stallTimer);
+    this.stallTimer = null;
+    this.wake();
+  }
+
+  private send(data: string | Buffer): void {
+    if (this.isClosed()) return;
+    this.deps.metrics.framesSent.inc();
+    // The callback runs once the bytes are handed to the kernel: the moment to resume a blocked stream.
+    this.ws.send(data, { binary: false }, () => this.unblock());
+  }
+
+  /** Send an error frame and close. `terminate` skips the closing handshake (the peer is not reading). */
+  fail(code: string, message: string, closeCode: number = CloseCode.PolicyViolation, terminate = false): void {
+    if (this.isClosed()) return;
+    this.deps.metrics.errors.inc({ code });
+    this.log.warn({ code, message }, 'closing connection');
+    if (!terminate) this.send(JSON.stringify({ type: 'error', code, message }));
+    this.detach();
+    if (terminate) this.ws.terminate();
+    else this.ws.close(closeCode, code);
+  }
+
+  private internal(err: unknown): void {
+    this.log.error({ err: err instanceof Error ? err.stack : String(err) }, 'internal error');
+    this.fail(ErrorCode.Internal, 'internal error', CloseCode.Internal);
+  }
+
+  /** Close as part of hub shutdown. */
+  shutdown(): void {
+    if (this.isClosed()) return;
+    this.send(JSON.stringify({ type: 'error', code: ErrorCode.ShuttingDown, message: 'hub is shutting down' }));
+    this.detach();
+    this.ws.close(CloseCode.GoingAway, ErrorCode.ShuttingDown);
+  }
+
+  private onClose(): void {
+    if (this.state !== ConnState.Closed) this.log.info('device disconnected');
+    this.detach();
+  }
+
+  private detach(): void {
+    this.state = ConnState.Closed;
+    this.channel?.subscribers.delete(this);
+    clearTimeout(this.helloTimer);
+    if (this.stallTimer) clearTimeout(this.stallTimer);
+    this.stallTimer = null;
+  }
+
+  private isClosed(): boolean {
+    return this.state === ConnState.Closed;
+  }
+
+  /** Ping sweep: terminate a socket that did not answer the previous ping. */
+  ping(): void {
+    if (this.awaitingPong) {
+      this.log.warn('no pong: terminating dead connection');
+      this.detach();
+      this.ws.terminate();
+      return;
+    }
+    this.awaitingPong = true;
+    this.ws.ping();
+  }
+}

@@ -1,0 +1,66 @@
+// Fan-out: per project, the head seq, an in-memory tail of recent events and the
+// set of connections to wake when something commits. Connections pull from here
+// at their own cursor; nothing is pushed into per-connection queues, so a slow
+// reader costs the hub nothing but its cursor.
+import type { StoredEvent } from './store/event-store.ts';
+
+/** A ready-to-send events frame and the seq range it covers. */
+export interface Frame {
+  data: Buffer;
+  firstSeq: number;
+  throughSeq: number;
+}
+
+export interface Subscriber {
+  /** New events were committed: send what your cursor has not seen yet. */
+  wake(): void;
+}
+
+/** Build an events frame from events' JSON texts (no re-serialisation of the events). */
+export function buildFrame(events: StoredEvent[], headSeq: number): Frame {
+  const first = events[0]!.seq;
+  const through = events[events.length - 1]!.seq;
+  let body = '{"type":"events","events":[';
+  for (let i = 0; i < events.length; i++) body += (i ? ',' : '') + events[i]!.json;
+  body += `],"throughSeq":${through},"headSeq":${headSeq}}`;
+  return { data: Buffer.from(body), firstSeq: first, throughSeq: through };
+}
+
+export class ProjectChannel {
+  readonly subscribers = new Set<Subscriber>();
+  /** Recent events, tail[i].seq === tailStart + i. */
+  private tail: StoredEvent[] = [];
+  /** The frame of the last commit, shared by every reader whose cursor is right before it. */
+  private lastFrame: Frame | null = null;
+
+  constructor(
+    readonly project: string,
+    public head: number,
+    private readonly tailMax: number,
+    private readonly pageEvents: number,
+  ) {}
+
+  /** Record a commit's events (in seq order) and wake every subscriber. */
+  publish(events: StoredEvent[]): void {
+    if (events.length === 0) return;
+    this.tail.push(...events);
+    // Trim in chunks so the array is not shifted on every commit.
+    if (this.tail.length > this.tailMax * 1.5) this.tail = this.tail.slice(this.tail.length - this.tailMax);
+    this.head = events[events.length - 1]!.seq;
+    this.lastFrame = events.length <= this.pageEvents ? buildFrame(events, this.head) : null;
+    for (const s of this.subscribers) s.wake();
+  }
+
+  /**
+   * The next frame for a reader at `cursor`, from memory; null when the reader is
+   * behind the tail and must read the store.
+   */
+  frameAfter(cursor: number): Frame | null {
+    if (this.lastFrame && this.lastFrame.firstSeq === cursor + 1) return this.lastFrame;
+    const start = this.tail.length ? this.tail[0]!.seq : this.head + 1;
+    if (cursor + 1 < start) return null;
+    const from = cursor + 1 - start;
+    const events = this.tail.slice(from, from + this.pageEvents);
+    return events.length ? buildFrame(events, this.head) : null;
+  }
+}

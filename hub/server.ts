@@ -1,0 +1,163 @@
+// The hub: an HTTP server whose upgrade handler authenticates before any socket
+// exists, then hands each socket to a Connection. Also /healthz and /metrics.
+import { createServer, type IncomingMessage, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import type { Duplex } from 'node:stream';
+import { WebSocketServer } from 'ws';
+import { silentLogger, type Logger } from '../shared/log.ts';
+import { HubOptionsSchema, type HubOptions, type HubOptionsInput } from './config.ts';
+import { GroupCommitter } from './commit.ts';
+import { Connection } from './connection.ts';
+import { ProjectChannel } from './fanout.ts';
+import { createMetrics, type HubMetrics } from './metrics.ts';
+import type { EventStore } from './store/event-store.ts';
+import { authenticate } from './tokens.ts';
+
+const SYNC_PATH_RE = /^\/v1\/projects\/([^/]+)\/sync$/;
+
+export class Hub {
+  readonly options: HubOptions;
+  readonly metrics: HubMetrics;
+  private readonly http: Server;
+  private readonly wss: WebSocketServer;
+  private readonly committer: GroupCommitter;
+  private readonly channels = new Map<string, ProjectChannel>();
+  private readonly loadingChannels = new Map<string, Promise<ProjectChannel>>();
+  private readonly connections = new Set<Connection>();
+  private pingTimer: NodeJS.Timeout | null = null;
+  private stopping = false;
+
+  constructor(
+    readonly store: EventStore,
+    options: HubOptionsInput = {},
+    private readonly log: Logger = silentLogger,
+  ) {
+    this.options = HubOptionsSchema.parse(options);
+    this.metrics = createMetrics();
+    this.committer = new GroupCommitter(store, this.options.commitMaxEvents, (committed, ms, count) => {
+      this.metrics.commits.observe(ms / 1000);
+      this.metrics.eventsCommitted.inc(count);
+      // Synchronously, before any reader can look at the store again: a channel's head
+      // is never behind what a reader could fetch. The channel exists: the pushing
+      // connection awaited it before its first push.
+      for (const [project, events] of committed) this.channels.get(project)?.publish(events);
+    });
+    // The server accepts frames up to twice the limit so that a frame just over it
+    // gets a clear `frame_too_large` error; past that ws closes with 1009 unread.
+    this.wss = new WebSocketServer({ noServer: true, maxPayload: this.options.maxFrameBytes * 2 });
+    this.http = createServer((req, res) => void this.onRequest(req, res));
+    this.http.on('upgrade', (req, socket, head) => void this.onUpgrade(req, socket, head));
+  }
+
+  /** Listen; resolves with the bound port (useful with port 0). */
+  async listen(): Promise<number> {
+    await new Promise<void>((resolve, reject) => {
+      this.http.once('error', reject);
+      this.http.listen(this.options.port, this.options.host, () => resolve());
+    });
+    this.pingTimer = setInterval(() => {
+      for (const c of this.connections) c.ping();
+    }, this.options.pingIntervalMs);
+    this.pingTimer.unref();
+    const port = (this.http.address() as AddressInfo).port;
+    this.log.info({ host: this.options.host, port }, 'hub listening');
+    return port;
+  }
+
+  /** The channel of a project, created on first use with the head from the store. */
+  private async channel(project: string): Promise<ProjectChannel> {
+    const ready = this.channels.get(project);
+    if (ready) return ready;
+    let loading = this.loadingChannels.get(project);
+    if (!loading) {
+      loading = this.store.headSeq(project).then((head) => {
+        const ch = new ProjectChannel(project, head, this.options.tailEvents, this.options.pageEvents);
+        this.channels.set(project, ch);
+        return ch;
+      });
+      loading.finally(() => this.loadingChannels.delete(project)).catch(() => {});
+      this.loadingChannels.set(project, loading);
+    }
+    return loading;
+  }
+
+  private async onRequest(req: IncomingMessage, res: import('node:http').ServerResponse): Promise<void> {
+    const path = (req.url ?? '/').split('?')[0];
+    if (req.method === 'GET' && path === '/healthz') {
+      res.writeHead(this.stopping ? 503 : 200, { 'content-type': 'application/json' });
+      res.end(JSON.stringify({ ok: !this.stopping, connections: this.connections.size }));
+    } else if (req.method === 'GET' && path === '/metrics') {
+      res.writeHead(200, { 'content-type': this.metrics.registry.contentType });
+      res.end(await this.metrics.registry.metrics());
+    } else {
+      res.writeHead(404, { 'content-type': 'application/json' });
+      res.end(JSON.stringify({ error: 'not_found' }));
+    }
+  }
+
+  private async onUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): Promise<void> {
+    socket.on('error', () => socket.destroy());
+    const refuse = (status: number, reason: string) => {
+      this.metrics.authFailures.inc({ status: String(status) });
+      this.log.info({ status, reason, url: req.url }, 'upgrade refused');
+      const body = JSON.stringify({ error: reason });
+      socket.end(
+        `HTTP/1.1 ${status} ${status === 401 ? 'Unauthorized' : status === 403 ? 'Forbidden' : status === 404 ? 'Not Found' : 'Service Unavailable'}\r\n` +
+          `Content-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`,
+      );
+    };
+    if (this.stopping) return refuse(503, 'hub is shutting down');
+    const match = SYNC_PATH_RE.exec((req.url ?? '').split('?')[0]!);
+    if (!match) return refuse(404, 'no such endpoint');
+    let project: string;
+    try {
+      project = decodeURIComponent(match[1]!);
+    } catch {
+      return refuse(404, 'no such endpoint');
+    }
+    const auth = await authenticate(this.store, req.headers.authorization, project);
+    if (!auth.ok) return refuse(auth.status, auth.reason);
+    if (this.stopping) return refuse(503, 'hub is shutting down');
+    this.wss.handleUpgrade(req, socket, head, (ws) => {
+      const conn = new Connection(ws, project, auth.token.role, {
+        options: this.options,
+        store: this.store,
+        committer: this.committer,
+        metrics: this.metrics,
+        log: this.log,
+        channel: (p) => this.channel(p),
+        stopping: () => this.stopping,
+      });
+      this.connections.add(conn);
+      this.metrics.connections.inc();
+      ws.on('close', () => {
+        this.connections.delete(conn);
+        this.metrics.connections.dec();
+      });
+    });
+  }
+
+  /**
+   * Clean stop: refuse new connections and frames, finish the commits already
+   * under way and send their acks, close every socket with 1001, close the store.
+   */
+  async close(): Promise<void> {
+    if (this.stopping) return;
+    this.stopping = true;
+    this.log.info({ connections: this.connections.size }, 'hub shutting down');
+    if (this.pingTimer) clearInterval(this.pingTimer);
+    const httpClosed = new Promise<void>((resolve) => this.http.close(() => resolve()));
+    await this.committer.drain();
+    // Acks are queued on the sockets; close() sends them before the close frame.
+    for (const c of this.connections) c.shutdown();
+    await Promise.race([
+      Promise.all([...this.wss.clients].map((ws) => new Promise((r) => ws.once('close', r)))),
+      new Promise((r) => setTimeout(r, 2000).unref()),
+    ]);
+    for (const ws of this.wss.clients) ws.terminate();
+    this.http.closeAllConnections?.();
+    await httpClosed;
+    await this.store.close();
+    this.log.info('hub stopped');
+  }
+}

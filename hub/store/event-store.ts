@@ -1,0 +1,55 @@
+// The storage boundary of the hub. The core (commit, fan-out, connections) only
+// knows this interface, so another store (PostgreSQL) can sit behind it.
+import type { PushEvent } from '../../shared/event.ts';
+
+/** An event as the store hands it out: its seq and its JSON text, serialised once at commit. */
+export interface StoredEvent {
+  seq: number;
+  json: string;
+}
+
+/** One push, already validated, to be committed together with others. */
+export interface AppendGroup {
+  project: string;
+  deviceId: string;
+  events: PushEvent[];
+}
+
+/** Per event of a group: stored now with a new seq, or already stored under its dedup key. */
+export type AppendOutcome = { stored: true; seq: number; json: string } | { stored: false; seq: number };
+
+export type Role = 'read' | 'write' | 'admin';
+
+export interface TokenRecord {
+  id: string;
+  project: string;
+  role: Role;
+  hash: string;
+  createdAt: string;
+  revokedAt: string | null;
+}
+
+export interface EventStore {
+  /**
+   * Commit every group in one transaction: seqs are assigned per project in
+   * array order, duplicates (same dedup key) get their original seq. Resolves
+   * only once the transaction is durable; rejects having stored nothing.
+   */
+  append(groups: AppendGroup[], serverTimestamp: string): Promise<AppendOutcome[][]>;
+  /** Events with seq > afterSeq in order, at most `limit` of them. */
+  readAfter(project: string, afterSeq: number, limit: number): Promise<StoredEvent[]>;
+  /** The last committed seq of a project (0 for none). */
+  headSeq(project: string): Promise<number>;
+
+  createProject(name: string): Promise<void>;
+  projectExists(name: string): Promise<boolean>;
+  listProjects(): Promise<{ name: string; headSeq: number; createdAt: string }[]>;
+
+  insertToken(token: TokenRecord): Promise<void>;
+  findToken(id: string): Promise<TokenRecord | undefined>;
+  listTokens(project: string): Promise<TokenRecord[]>;
+  /** Marks the token revoked; false when there is no such token. */
+  revokeToken(id: string, at: string): Promise<boolean>;
+
+  close(): Promise<void>;
+}

@@ -1,0 +1,19 @@
+// Per-event checks of a well-formed push: an event that fails one is rejected
+// alone, the rest of its batch is kept (DESIGN guarantee 6).
+import { ACTION_TYPES, type PushEvent } from '../shared/event.ts';
+import { RejectReason } from '../shared/errors.ts';
+import { IDENTIFIER_RE } from '../shared/limits.ts';
+
+const ACTIONS = new Set<string>(ACTION_TYPES);
+const ISO_RE = /^\d{4}-\d\d-\d\dT\d\d:\d\d(:\d\d(\.\d+)?)?(Z|[+-]\d\d:\d\d)$/;
+
+/** The reason to reject this event, or null when it is acceptable. */
+export function rejectReason(e: PushEvent): RejectReason | null {
+  if (e.entityId === '') return RejectReason.InvalidEntityId;
+  // Entity types become table names on every device: only plain identifiers travel.
+  if (!IDENTIFIER_RE.test(e.entityType)) return RejectReason.InvalidEntityType;
+  if (!ACTIONS.has(e.actionType)) return RejectReason.InvalidActionType;
+  if (e.sessionId === '') return RejectReason.InvalidSessionId;
+  if (!ISO_RE.test(e.clientTimestamp) || Number.isNaN(Date.parse(e.clientTimestamp))) return RejectReason.InvalidTimestamp;
+  return null;
+}
