@@ -18,6 +18,8 @@ const TD_ACTIONS: Readonly<Record<string, ActionType>> = {
   unlink_file: 'delete',
   board_delete: 'delete',
   work_session_untag: 'delete',
+  // synchub's own name for a hard delete (written by `agent init` triggers).
+  hard_delete: 'delete',
 
   // td's own `delete` is a soft delete (issues keep a deleted_at).
   delete: 'soft_delete',

@@ -1,0 +1,222 @@
+// The agent's connection to the hub: one WebSocket at a time, hello with the
+// cursor, frames parsed and handed up, liveness checked, reconnect with backoff.
+import { EventEmitter } from 'node:events';
+import WebSocket from 'ws';
+import { PROTOCOL_VERSION, PING_INTERVAL_MS } from '../shared/limits.ts';
+import { silentLogger, type Logger } from '../shared/log.ts';
+import { parseFrame, ServerFrame, type AckFrame, type EventsFrame, type PushFrame, type WelcomeFrame } from '../shared/protocol.ts';
+import { Backoff } from './backoff.ts';
+
+export const LinkState = {
+  Connecting: 'connecting',
+  /** Socket open and welcomed: streaming. */
+  Open: 'open',
+  /** Waiting before the next attempt. */
+  Waiting: 'waiting',
+  Stopped: 'stopped',
+} as const;
+export type LinkState = (typeof LinkState)[keyof typeof LinkState];
+
+export interface LinkOptions {
+  /** Full sync URL (…/v1/projects/<p>/sync). */
+  url: string;
+  token: string;
+  deviceId: string;
+  /** Read at each connect: the hello's afterSeq. */
+  afterSeq: () => number;
+  log?: Logger;
+  backoffBaseMs?: number;
+  backoffCapMs?: number;
+  /** A connection stable this long resets the backoff. */
+  stableAfterMs?: number;
+  pingIntervalMs?: number;
+  /** No frame, ping or pong for this long: the link is dead and is dropped. */
+  deadAfterMs?: number;
+}
+
+export interface LinkEvents {
+  welcome: [WelcomeFrame];
+  events: [EventsFrame];
+  ack: [AckFrame];
+  /** The hub sent an error frame (a close follows). */
+  hubError: [{ code: string; message: string }];
+  /** The connection went away (or an attempt failed); a reconnect is scheduled. */
+  down: [{ reason: string; retryInMs: number }];
+  state: [LinkState];
+}
+
+export class Link extends EventEmitter<LinkEvents> {
+  state: LinkState = LinkState.Stopped;
+  private ws: WebSocket | null = null;
+  private readonly backoff: Backoff;
+  private retryTimer: NodeJS.Timeout | null = null;
+  private liveTimer: NodeJS.Timeout | null = null;
+  private stableTimer: NodeJS.Timeout | null = null;
+  private lastTraffic = 0;
+  private readonly log: Logger;
+  private readonly o: Required<Omit<LinkOptions, 'log'>>;
+
+  constructor(opts: LinkOptions) {
+    super();
+    this.log = opts.log ?? silentLogger;
+    const pingIntervalMs = opts.pingIntervalMs ?? PING_INTERVAL_MS;
+    this.o = {
+      backoffBaseMs: 250,
+      backoffCapMs: 30_000,
+      stableAfterMs: 10_000,
+      deadAfterMs: pingIntervalMs * 2 + 1000,
+      ...opts,
+      pingIntervalMs,
+    } as Required<Omit<LinkOptions, 'log'>>;
+    this.backoff = new Backoff({ baseMs: this.o.backoffBaseMs, capMs: this.o.backoffCapMs });
+  }
+
+  start(): void {
+    if (this.state !== LinkState.Stopped) return;
+    this.connect();
+  }
+
+  /** True when a push can be sent now. */
+  get open(): boolean {
+    return this.state === LinkState.Open;
+  }
+
+  send(frame: PushFrame): boolean {
+    if (!this.open || !this.ws) return false;
+    this.ws.send(JSON.stringify(frame));
+    return true;
+  }
+
+  /** Stop reading frames (backpressure while the app DB is locked); the hub then pauses us. */
+  pause(): void {
+    this.ws?.pause();
+  }
+
+  resume(): void {
+    this.ws?.resume();
+  }
+
+  /** Drop the current connection and reconnect (after backoff). */
+  reconnect(reason: string): void {
+    if (this.ws) this.drop(reason);
+  }
+
+  async stop(): Promise<void> {
+    this.setState(LinkState.Stopped);
+    this.clearTimers();
+    const ws = this.ws;
+    this.ws = null;
+    if (ws && ws.readyState !== WebSocket.CLOSED) {
+      const closed = new Promise((resolve) => ws.once('close', resolve));
+      ws.close(1000, 'agent stopping');
+      await Promise.race([closed, new Promise((r) => setTimeout(r, 1000).unref())]);
+      ws.terminate();
+    }
+  }
+
+  private connect(): void {
+    this.setState(LinkState.Connecting);
+    const ws = new WebSocket(this.o.url, {
+      headers: { authorization: `Bearer ${this.o.token}` },
+      handshakeTimeout: 10_000,
+      // The hub's frames are bounded by its page size; this is a sanity cap.
+      maxPayload: 256 * 1024 * 1024,
+    });
+    this.ws = ws;
+    ws.on('unexpected-response', (_req, res) => {
+      // 401/403: the token is missing, revoked or for another project. Keep retrying
+      // slowly (an operator may fix it) but say so loudly.
+      const reason = `hub refused the connection: HTTP ${res.statusCode}`;
+      this.log.error({ status: res.statusCode }, reason);
+      res.resume();
+      this.drop(reason);
+    });
+    ws.on('open', () => {
+      this.touch();
+      ws.send(JSON.stringify({ type: 'hello', protocol: PROTOCOL_VERSION, deviceId: this.o.deviceId, afterSeq: this.o.afterSeq() }));
+      this.liveTimer = setInterval(() => this.checkLive(), Math.max(50, Math.floor(this.o.pingIntervalMs / 2)));
+    });
+    ws.on('message', (data) => this.onMessage(String(data)));
+    ws.on('ping', () => this.touch());
+    ws.on('pong', () => this.touch());
+    ws.on('close', (code, reason) => this.drop(`closed ${code}${reason.length ? ` ${reason}` : ''}`));
+    ws.on('error', (err) => this.drop(err.message));
+  }
+
+  private onMessage(text: string): void {
+    this.touch();
+    const parsed = parseFrame(ServerFrame, text);
+    if (!parsed.ok) {
+      this.log.error({ code: parsed.code, message: parsed.message }, 'bad frame from hub');
+      return this.drop(`bad frame from hub: ${parsed.message}`);
+    }
+    const frame = parsed.frame;
+    switch (frame.type) {
+      case 'welcome':
+        this.setState(LinkState.Open);
+        this.stableTimer = setTimeout(() => this.backoff.reset(), this.o.stableAfterMs);
+        this.emit('welcome', frame);
+        break;
+      case 'events':
+        this.emit('events', frame);
+        break;
+      case 'ack':
+        this.emit('ack', frame);
+        break;
+      case 'error':
+        this.log.warn({ code: frame.code, message: frame.message }, 'hub error');
+        this.emit('hubError', frame);
+        break;
+    }
+  }
+
+  private touch(): void {
+    this.lastTraffic = Date.now();
+  }
+
+  /** Ping, and drop a link that has been silent too long (a dead hub or a cut cable never sends a close). */
+  private checkLive(): void {
+    if (Date.now() - this.lastTraffic > this.o.deadAfterMs) return this.drop('no traffic from hub: connection presumed dead');
+    if (Date.now() - this.lastTraffic >= this.o.pingIntervalMs / 2) this.ws?.ping();
+  }
+
+  private drop(reason: string): void {
+    const ws = this.ws;
+    if (!ws) return;
+    this.ws = null;
+    this.clearTimers();
+    ws.removeAllListeners();
+    ws.on('error', () => {});
+    ws.terminate();
+    if (this.state === LinkState.Stopped) return;
+    const retryInMs = this.backoff.next();
+    this.log.info({ reason, retryInMs }, 'link down');
+    this.setState(LinkState.Waiting);
+    this.emit('down', { reason, retryInMs });
+    this.retryTimer = setTimeout(() => {
+      this.retryTimer = null;
+      if (this.state === LinkState.Waiting) this.connect();
+    }, retryInMs);
+  }
+
+  private clearTimers(): void {
+    for (const t of [this.retryTimer, this.stableTimer]) if (t) clearTimeout(t);
+    if (this.liveTimer) clearInterval(this.liveTimer);
+    this.retryTimer = this.stableTimer = this.liveTimer = null;
+  }
+
+  private setState(state: LinkState): void {
+    if (this.state === state) return;
+    this.state = state;
+    this.emit('state', state);
+  }
+}
+
+/** The sync URL for a hub base URL; a URL that already ends in the sync path is kept. */
+export function syncUrl(hub: string, project: string): string {
+  const url = new URL(hub);
+  if (url.protocol !== 'ws:' && url.protocol !== 'wss:') throw new Error(`hub URL must start with ws:// or wss://, got ${hub}`);
+  if (/\/v1\/projects\/[^/]+\/sync$/.test(url.pathname)) return url.toString();
+  url.pathname = `${url.pathname.replace(/\/+$/, '')}/v1/projects/${encodeURIComponent(project)}/sync`;
+  return url.toString();
+}
