@@ -1,0 +1,569 @@
+// Applying the stream to the app DB: td's apply rules (RowApplier) and one frame per transaction with
+// rebase of undelivered local changes, conflicts and poison handling (ApplyEngine).
+import type Database from 'better-sqlite3';
+import { SyncError } from '../shared/errors.ts';
+import type { ActionType, SyncEvent } from '../shared/event.ts';
+import { IDENTIFIER_RE } from '../shared/limits.ts';
+import { entityTable } from '../shared/td-actions.ts';
+import { nowIso } from '../shared/time.ts';
+import { APPLYING_GUARD_SQL, APPLYING_GUARD_TABLE, STATE_ROW, quoteIdent, tableColumns } from './app-db.ts';
+import type { LocalChange, Row } from './outbox.ts';
+import { changedColumns, columnsWritten, entityKey, isConflict, loadUndelivered } from './rebase.ts';
+
+export { APPLYING_GUARD_SQL, APPLYING_GUARD_TABLE };
+
+type Db = Database.Database;
+type Statement = Database.Statement;
+
+/** One change to one row, remote or local: what the apply rules need. */
+export interface Change {
+  actionType: ActionType;
+  /** Table name (aliases already resolved). */
+  table: string;
+  entityId: string;
+  newData: Row | null;
+  previousData: Row | null;
+  /** soft_delete writes it into deleted_at; restore into updated_at (when the table has one). */
+  clientTimestamp: string;
+}
+
+/** A change that can never apply (bad payload, unknown table or column): permanent, per event. */
+export class ApplyError extends Error {
+  override name = 'ApplyError';
+}
+
+/** The stream skipped a seq (or a frame contradicts itself): nothing was applied; reconnect from the cursor. */
+export class StreamGapError extends SyncError {
+  constructor(message: string) {
+    super('stream_gap', message);
+  }
+}
+
+/** SQLITE_BUSY / SQLITE_LOCKED (and their extended codes): another connection holds a lock; retry later. */
+export function isTransientDbError(err: unknown): boolean {
+  const code = (err as { code?: unknown } | null)?.code;
+  return typeof code === 'string' && (code.startsWith('SQLITE_BUSY') || code.startsWith('SQLITE_LOCKED'));
+}
+
+/**
+ * Failures that are about the database, not the event: they must stop the frame (rolled back, cursor
+ * unchanged) instead of filing every event as poison — a full disk must not discard the stream.
+ */
+const FRAME_LEVEL_CODES = ['SQLITE_BUSY', 'SQLITE_LOCKED', 'SQLITE_IOERR', 'SQLITE_FULL', 'SQLITE_NOMEM', 'SQLITE_CORRUPT', 'SQLITE_NOTADB', 'SQLITE_READONLY', 'SQLITE_CANTOPEN', 'SQLITE_INTERRUPT', 'SQLITE_PROTOCOL', 'SQLITE_PERM'];
+
+function isFrameLevelError(err: unknown): boolean {
+  const code = (err as { code?: unknown } | null)?.code;
+  return typeof code === 'string' && FRAME_LEVEL_CODES.some((c) => code.startsWith(c));
+}
+
+function errorText(err: unknown): string {
+  if (err instanceof Error) {
+    const code = (err as { code?: unknown }).code;
+    return typeof code === 'string' && !err.message.includes(code) ? `${code}: ${err.message}` : err.message;
+  }
+  return String(err);
+}
+
+/**
+ * A JSON value as SQLite stores it: objects and arrays as JSON text, booleans as 0/1, integers bound as
+ * INTEGER (better-sqlite3 binds every JS number as REAL, which would turn 5 into '5.0' in a TEXT column).
+ */
+function toSqlValue(v: unknown): unknown {
+  switch (typeof v) {
+    case 'string':
+      return v;
+    case 'number':
+      return Number.isSafeInteger(v) ? BigInt(v) : v;
+    case 'boolean':
+      return v ? 1n : 0n;
+    case 'object':
+      return v === null ? null : JSON.stringify(v);
+    case 'bigint':
+      return v;
+    default:
+      return null;
+  }
+}
+
+/** Structural equality of two JSON values (td's reflect.DeepEqual on decoded JSON). */
+export function sameJson(a: unknown, b: unknown): boolean {
+  if (a === b) return true;
+  if (typeof a !== 'object' || typeof b !== 'object' || a === null || b === null) return false;
+  if (Array.isArray(a)) {
+    if (!Array.isArray(b) || a.length !== b.length) return false;
+    for (let i = 0; i < a.length; i++) if (!sameJson(a[i], b[i])) return false;
+    return true;
+  }
+  if (Array.isArray(b)) return false;
+  const ak = Object.keys(a);
+  if (ak.length !== Object.keys(b).length) return false;
+  for (const k of ak) {
+    if (!Object.hasOwn(b, k) || !sameJson((a as Row)[k], (b as Row)[k])) return false;
+  }
+  return true;
+}
+
+/**
+ * Keys whose value differs between previous and new (td's diffJSON): changed or added keys, and keys
+ * dropped from new (written as NULL). `id` is never among them: a primary key is not updated.
+ */
+export function diffKeys(prev: Row, next: Row): string[] {
+  const out: string[] = [];
+  for (const k of Object.keys(next)) {
+    if (k === 'id') continue;
+    if (!Object.hasOwn(prev, k) || !sameJson(prev[k], next[k])) out.push(k);
+  }
+  for (const k of Object.keys(prev)) {
+    if (k !== 'id' && !Object.hasOwn(next, k)) out.push(k);
+  }
+  return out;
+}
+
+/** Above this many distinct column sets per table, cached statements are dropped and re-prepared on demand. */
+const MAX_STATEMENTS_PER_TABLE = 512;
+
+interface TableInfo {
+  name: string;
+  quoted: string;
+  /** Columns in table order, `id` excluded. */
+  columns: string[];
+  columnSet: Set<string>;
+  hasDeletedAt: boolean;
+  hasUpdatedAt: boolean;
+  select: Statement;
+  delete: Statement;
+  softDelete: Statement | null;
+  restore: Statement | null;
+  /** Upsert/update statements by operation and column list. */
+  statements: Map<string, Statement>;
+}
+
+/**
+ * td's apply rules on one connection. Table and column names come from PRAGMA table_info (read once,
+ * again after a schema change) and IDENTIFIER_RE before any SQL is built; statements are cached per
+ * (table, operation, column list). Throws ApplyError for a change that can never apply; SQLite errors
+ * pass through (the engine sorts permanent from frame-level ones).
+ */
+export class RowApplier {
+  private readonly tables = new Map<string, TableInfo>();
+
+  constructor(
+    private readonly db: Db,
+    private readonly synced: readonly string[],
+  ) {
+    this.reload();
+  }
+
+  /** Re-read the schema (after an app migration); drops every cached statement. */
+  reload(): void {
+    this.tables.clear();
+    for (const name of this.synced) {
+      if (!IDENTIFIER_RE.test(name)) continue;
+      const cols = tableColumns(this.db, name);
+      if (!cols.some((c) => c.name === 'id')) continue;
+      const q = quoteIdent(name);
+      const columns = cols.map((c) => c.name).filter((c) => c !== 'id');
+      const hasDeletedAt = columns.includes('deleted_at');
+      const hasUpdatedAt = columns.includes('updated_at');
+      this.tables.set(name, {
+        name,
+        quoted: q,
+        columns,
+        columnSet: new Set(columns),
+        hasDeletedAt,
+        hasUpdatedAt,
+        select: this.db.prepare(`SELECT * FROM ${q} WHERE "id" = ?`),
+        delete: this.db.prepare(`DELETE FROM ${q} WHERE "id" = ?`),
+        softDelete: hasDeletedAt ? this.db.prepare(`UPDATE ${q} SET "deleted_at" = ? WHERE "id" = ?`) : null,
+        restore: hasDeletedAt
+          ? this.db.prepare(
+              hasUpdatedAt
+                ? `UPDATE ${q} SET "deleted_at" = NULL, "updated_at" = ? WHERE "id" = ?`
+                : `UPDATE ${q} SET "deleted_at" = NULL WHERE "id" = ?`,
+            )
+          : null,
+        statements: new Map(),
+      });
+    }
+  }
+
+  private info(table: string): TableInfo {
+    const t = this.tables.get(table);
+    if (!t) {
+      if (!IDENTIFIER_RE.test(table)) throw new ApplyError(`entity type ${JSON.stringify(table)} is not a valid table name`);
+      throw new ApplyError(`entity type ${table} is not a synced table`);
+    }
+    return t;
+  }
+
+  /** The row as stored, or undefined. */
+  readRow(table: string, id: string): Row | undefined {
+    const t = this.tables.get(table);
+    return t ? (t.select.get(id) as Row | undefined) : undefined;
+  }
+
+  /** Apply one change with td's rules. */
+  apply(c: Change): void {
+    const t = this.info(c.table);
+    if (c.entityId === '') throw new ApplyError('empty entity id');
+    switch (c.actionType) {
+      case 'create':
+        return this.create(t, c);
+      case 'update':
+        return this.update(t, c);
+      case 'delete':
+        // Hard delete; no-op when missing. (td also cascades boards -> positions: app-specific, not here.)
+        t.delete.run(c.entityId);
+        return;
+      case 'soft_delete':
+        // deleted_at = the event's clientTimestamp; no-op when missing. A table without deleted_at cannot
+        // soft-delete: the event fails, as in td (its UPDATE errors on the missing column).
+        if (!t.softDelete) throw new ApplyError(`table ${t.name} has no deleted_at column: cannot soft_delete`);
+        t.softDelete.run(c.clientTimestamp, c.entityId);
+        return;
+      case 'restore':
+        // deleted_at = NULL and, as td does, updated_at = the event's timestamp when the table has one.
+        if (!t.restore) throw new ApplyError(`table ${t.name} has no deleted_at column: cannot restore`);
+        if (t.hasUpdatedAt) t.restore.run(c.clientTimestamp, c.entityId);
+        else t.restore.run(c.entityId);
+        return;
+      default:
+        throw new ApplyError(`unknown action type ${JSON.stringify(c.actionType)}`);
+    }
+  }
+
+  /**
+   * Known columns of `data` in table order with their SQL values. Keys naming no column are dropped
+   * (forward compatibility: a newer app version may send more fields); a key that is not even a valid
+   * identifier marks the payload as malformed.
+   */
+  private pick(t: TableInfo, data: Row, keys?: string[]): { cols: string[]; values: unknown[] } {
+    for (const k of keys ?? Object.keys(data)) {
+      if (!t.columnSet.has(k) && k !== 'id' && !IDENTIFIER_RE.test(k)) throw new ApplyError(`invalid column name ${JSON.stringify(k)}`);
+    }
+    const cols: string[] = [];
+    const values: unknown[] = [];
+    if (keys) {
+      const wanted = new Set(keys);
+      for (const col of t.columns) {
+        if (wanted.has(col)) {
+          cols.push(col);
+          values.push(toSqlValue(data[col]));
+        }
+      }
+    } else {
+      for (const col of t.columns) {
+        if (Object.hasOwn(data, col)) {
+          cols.push(col);
+          values.push(toSqlValue(data[col]));
+        }
+      }
+    }
+    return { cols, values };
+  }
+
+  private statement(t: TableInfo, op: 'upsert' | 'update', cols: string[]): Statement {
+    const key = `${op}:${cols.join(',')}`;
+    let s = t.statements.get(key);
+    if (s) return s;
+    const quoted = cols.map((c) => `"${c}"`);
+    let sql: string;
+    if (op === 'upsert') {
+      // ON CONFLICT DO UPDATE, never INSERT OR REPLACE: REPLACE deletes the old row first, which fires
+      // the app's delete triggers and resets every column the payload does not carry.
+      const set = quoted.map((c) => `${c} = excluded.${c}`).join(', ');
+      sql =
+        `INSERT INTO ${t.quoted} ("id"${quoted.map((c) => `, ${c}`).join('')}) VALUES (?${', ?'.repeat(cols.length)}) ` +
+        (cols.length ? `ON CONFLICT ("id") DO UPDATE SET ${set}` : 'ON CONFLICT ("id") DO NOTHING');
+    } else {
+      sql = `UPDATE ${t.quoted} SET ${quoted.map((c) => `${c} = ?`).join(', ')} WHERE "id" = ?`;
+    }
+    if (t.statements.size >= MAX_STATEMENTS_PER_TABLE) t.statements.clear();
+    s = this.db.prepare(sql);
+    t.statements.set(key, s);
+    return s;
+  }
+
+  /** create: upsert the full row; columns the payload lacks keep their value (or default, when new). */
+  private create(t: TableInfo, c: Change): void {
+    if (!c.newData) throw new ApplyError('create without newData');
+    const { cols, values } = this.pick(t, c.newData);
+    // td refuses a create naming no known column (a payload from an unrelated schema); a table made of
+    // nothing but `id` can still be created.
+    if (cols.length === 0 && t.columns.length > 0) throw new ApplyError(`create for ${t.name} names none of its columns`);
+    this.statement(t, 'upsert', cols).run(c.entityId, ...values);
+  }
+
+  /**
+   * update never inserts (a row deleted here stays deleted). With previousData it writes only the
+   * fields whose value differs between previousData and newData, so concurrent edits to different
+   * fields of one row both survive; with previousData null (or {}) it writes every field of newData.
+   * No differing field means nothing to write. (td then falls back to a full write; DESIGN asks for
+   * exactly the differing fields, which keeps a no-op update from reverting other devices' edits.)
+   */
+  private update(t: TableInfo, c: Change): void {
+    if (!c.newData) throw new ApplyError('update without newData');
+    const prev = c.previousData;
+    let picked;
+    if (prev && Object.keys(prev).length > 0) {
+      picked = this.pick(t, c.newData, diffKeys(prev, c.newData));
+    } else {
+      picked = this.pick(t, c.newData);
+    }
+    if (picked.cols.length === 0) return;
+    this.statement(t, 'update', picked.cols).run(...picked.values, c.entityId);
+  }
+}
+
+/** A remote change that overwrote something an undelivered local change decides. */
+export interface ConflictRecord {
+  entityType: string;
+  entityId: string;
+  serverSeq: number;
+  remoteDeviceId: string;
+  actionType: ActionType;
+  /** The row before the remote event (local edits included); null when it did not exist. */
+  localData: Row | null;
+  /** The remote event's newData. */
+  remoteData: Row | null;
+}
+
+/** An event that could not apply for a permanent reason; it is in sync_failed_events. */
+export interface FailedRecord {
+  serverSeq: number;
+  entityType: string;
+  entityId: string;
+  actionType: string;
+  error: string;
+}
+
+export interface FrameResult {
+  /** Events applied (own ones included). */
+  applied: number;
+  /** Events at or below the cursor, skipped as already applied. */
+  skipped: number;
+  /** Own events whose outbox row the stream marked synced. */
+  ownConfirmed: number;
+  conflicts: ConflictRecord[];
+  failed: FailedRecord[];
+  /** The cursor after the frame. */
+  cursor: number;
+}
+
+export interface ApplyEngineOptions {
+  /** This DB's device id (sync_state.device_id). */
+  deviceId: string;
+  /** Synced tables (see syncedTables). */
+  tables: string[];
+}
+
+function eventChange(ev: SyncEvent, table: string): Change {
+  return {
+    actionType: ev.actionType,
+    table,
+    entityId: ev.entityId,
+    newData: ev.payload.newData,
+    previousData: ev.payload.previousData,
+    clientTimestamp: ev.clientTimestamp,
+  };
+}
+
+/**
+ * Applies `events` frames (agent rules 1–6). One frame = one IMMEDIATE transaction (the write lock is
+ * taken up front, so the frame never fails half-way on a lock upgrade) holding the changes, the
+ * cursor and the capture-trigger guard. Each event with undelivered local changes on its entity runs in
+ * a savepoint; an event that fails permanently is rolled back alone and filed in sync_failed_events.
+ */
+export class ApplyEngine {
+  private readonly rows: RowApplier;
+  private readonly tableSet: ReadonlySet<string>;
+  private schemaVersion: number;
+  private readonly s;
+  private readonly frame: (events: SyncEvent[], throughSeq: number, headSeq: number) => FrameResult;
+
+  constructor(
+    private readonly db: Db,
+    private readonly opts: ApplyEngineOptions,
+  ) {
+    this.tableSet = new Set(opts.tables);
+    this.rows = new RowApplier(db, opts.tables);
+    this.schemaVersion = this.readSchemaVersion();
+    this.s = {
+      state: db.prepare(`SELECT last_pulled_server_seq AS cursor, adopted_rowid AS adopted FROM sync_state WHERE ${STATE_ROW}`),
+      setCursor: db.prepare(
+        `UPDATE sync_state SET last_pulled_server_seq = ?, hub_head_seq = ?, last_sync_at = ?, updated_at = ? WHERE ${STATE_ROW}`,
+      ),
+      guardOn: db.prepare(`INSERT INTO ${APPLYING_GUARD_TABLE} (since) VALUES (?)`),
+      guardOff: db.prepare(`DELETE FROM ${APPLYING_GUARD_TABLE}`),
+      markOwn: db.prepare(
+        'UPDATE action_log SET synced_at = COALESCE(synced_at, ?), server_seq = ? WHERE rowid = ? AND entity_id = ?',
+      ),
+      failed: db.prepare(
+        `INSERT INTO sync_failed_events (direction, server_seq, client_action_id, entity_type, entity_id, action_type, error, event, failed_at)
+         VALUES ('inbound', ?, ?, ?, ?, ?, ?, ?, ?)`,
+      ),
+      conflict: db.prepare(
+        `INSERT INTO sync_conflicts (entity_type, entity_id, server_seq, remote_device_id, action_type, local_data, remote_data, detected_at)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
+      ),
+      savepoint: db.prepare('SAVEPOINT sync_event'),
+      release: db.prepare('RELEASE sync_event'),
+      rollback: db.prepare('ROLLBACK TO sync_event'),
+      savepointLocal: db.prepare('SAVEPOINT sync_local'),
+      releaseLocal: db.prepare('RELEASE sync_local'),
+      rollbackLocal: db.prepare('ROLLBACK TO sync_local'),
+    };
+    const tx = db.transaction((events: SyncEvent[], throughSeq: number, headSeq: number) => this.run(events, throughSeq, headSeq));
+    this.frame = (events, throughSeq, headSeq) => tx.immediate(events, throughSeq, headSeq);
+  }
+
+  private readSchemaVersion(): number {
+    return this.db.pragma('schema_version', { simple: true }) as number;
+  }
+
+  /**
+   * Apply one frame and move the cursor to throughSeq, atomically. Events at or below the cursor are
+   * skipped (re-delivery). Throws, with nothing applied: a transient DB error (isTransientDbError:
+   * retry the same frame later), StreamGapError (reconnect from the cursor), or another DB failure.
+   */
+  applyFrame(events: SyncEvent[], throughSeq: number, headSeq: number): FrameResult {
+    return this.frame(events, throughSeq, headSeq);
+  }
+
+  private run(events: SyncEvent[], throughSeq: number, headSeq: number): FrameResult {
+    // An app migration between frames: re-read table_info once per frame, not per event.
+    const version = this.readSchemaVersion();
+    if (version !== this.schemaVersion) {
+      this.rows.reload();
+      this.schemaVersion = version;
+    }
+    const state = this.s.state.get() as { cursor: number | null; adopted: number | null } | undefined;
+    if (!state) throw new SyncError('not_initialized', 'sync_state has no row: call ensureSyncSchema first');
+    const cursor = state.cursor ?? 0;
+    const result: FrameResult = { applied: 0, skipped: 0, ownConfirmed: 0, conflicts: [], failed: [], cursor };
+
+    // Gap check before touching anything: the hub streams every seq once, in order.
+    let first = -1;
+    let expected = cursor + 1;
+    for (let i = 0; i < events.length; i++) {
+      const seq = events[i]!.serverSeq;
+      if (seq <= cursor) continue;
+      if (first < 0) first = i;
+      if (seq !== expected) throw new StreamGapError(`stream gap: expected seq ${expected}, got ${seq} (cursor ${cursor})`);
+      expected++;
+    }
+    if (first < 0) {
+      result.skipped = events.length;
+      return result;
+    }
+    const last = expected - 1;
+    if (throughSeq !== last) throw new StreamGapError(`frame throughSeq ${throughSeq} does not match its last event ${last}`);
+    result.skipped = first;
+
+    const now = nowIso();
+    this.s.guardOn.run(now);
+
+    const ids: string[] = [];
+    for (let i = first; i < events.length; i++) ids.push(events[i]!.entityId);
+    const pending = loadUndelivered(this.db, cursor, state.adopted ?? 0, ids, this.tableSet);
+
+    for (let i = first; i < events.length; i++) {
+      const ev = events[i]!;
+      const table = entityTable(ev.entityType);
+      const own = ev.deviceId === this.opts.deviceId;
+      let local: LocalChange[] | undefined;
+      if (pending.size > 0) {
+        const key = entityKey(table, ev.entityId);
+        local = pending.get(key);
+        if (own && local) {
+          const rest = local.filter((c) => c.rowid !== ev.clientActionId);
+          if (rest.length !== local.length) {
+            if (rest.length) pending.set(key, rest);
+            else pending.delete(key);
+            local = rest.length ? rest : undefined;
+          }
+        }
+      }
+      // Our own change coming back: the stream is also its ack (an ack frame can be lost to a drop).
+      if (own && this.s.markOwn.run(now, ev.serverSeq, ev.clientActionId, ev.entityId).changes > 0) result.ownConfirmed++;
+
+      const change = eventChange(ev, table);
+      if (!local) {
+        // Fast path: one statement, atomic on its own; no savepoint needed.
+        try {
+          this.rows.apply(change);
+          result.applied++;
+        } catch (err) {
+          this.fail(ev, err, result, now);
+        }
+        continue;
+      }
+      this.applyRebased(ev, change, local, own, result, now);
+    }
+
+    this.s.setCursor.run(throughSeq, headSeq, now, now);
+    this.s.guardOff.run();
+    result.cursor = throughSeq;
+    return result;
+  }
+
+  /** An event on an entity with undelivered local changes: apply it, then re-apply them on top. */
+  private applyRebased(ev: SyncEvent, change: Change, local: LocalChange[], own: boolean, result: FrameResult, now: string): void {
+    const before = own ? undefined : this.rows.readRow(change.table, change.entityId);
+    this.s.savepoint.run();
+    try {
+      this.rows.apply(change);
+    } catch (err) {
+      this.s.rollback.run();
+      this.s.release.run();
+      this.fail(ev, err, result, now);
+      return;
+    }
+    const afterRemote = own ? undefined : this.rows.readRow(change.table, change.entityId);
+    for (const c of local) {
+      this.s.savepointLocal.run();
+      try {
+        this.rows.apply(c);
+        this.s.releaseLocal.run();
+      } catch (err) {
+        this.s.rollbackLocal.run();
+        this.s.releaseLocal.run();
+        if (isFrameLevelError(err)) throw err;
+        // A local change that cannot apply fails the same way when its own event arrives; it is filed then.
+      }
+    }
+    this.s.release.run();
+    result.applied++;
+    if (own) return;
+    const written = local.flatMap((c) => columnsWritten(c, diffKeys));
+    if (!isConflict(changedColumns(before, afterRemote), written)) return;
+    const conflict: ConflictRecord = {
+      entityType: change.table,
+      entityId: change.entityId,
+      serverSeq: ev.serverSeq,
+      remoteDeviceId: ev.deviceId,
+      actionType: ev.actionType,
+      localData: before ?? null,
+      remoteData: ev.payload.newData,
+    };
+    this.s.conflict.run(
+      conflict.entityType,
+      conflict.entityId,
+      conflict.serverSeq,
+      conflict.remoteDeviceId,
+      conflict.actionType,
+      JSON.stringify(conflict.localData),
+      JSON.stringify(conflict.remoteData),
+      now,
+    );
+    result.conflicts.push(conflict);
+  }
+
+  /** File a permanently failing event (rule 6), or rethrow a frame-level failure. */
+  private fail(ev: SyncEvent, err: unknown, result: FrameResult, now: string): void {
+    if (isFrameLevelError(err)) throw err;
+    const error = errorText(err);
+    this.s.failed.run(ev.serverSeq, ev.clientActionId, ev.entityType, ev.entityId, ev.actionType, error, JSON.stringify(ev), now);
+    result.failed.push({ serverSeq: ev.serverSeq, entityType: ev.entityType, entityId: ev.entityId, actionType: ev.actionType, error });
+  }
+}

@@ -1,0 +1,112 @@
+// Rebase (agent rule 2): the device's own local changes that the stream has not delivered back yet,
+// found per frame so they can be re-applied on top of each remote event that touches their entity.
+//
+// A local change is "undelivered" while undone = 0 and either not pushed, pushed but unacked, or acked
+// with a server_seq above the cursor (the hub committed it but this frame has not reached it). When
+// the change's own event arrives in the stream it leaves the set: from then on the log orders it.
+//
+// Why re-applying on top of the current row gives "log 1..T, then local changes": every apply rule is
+// a per-field last-writer write (create/update/soft_delete/restore) or an existence reset (delete), and
+// re-applying the local changes after the remote one rewrites exactly the fields they wrote. The one
+// case it cannot reproduce is a local create that omits columns of a row the log has deleted, hit by a
+// remote update of the omitted columns; creates written by td and by `agent init` triggers carry the
+// full row, for which the result is exact.
+import type Database from 'better-sqlite3';
+import { cached } from './app-db.ts';
+import { OUTBOX_NOT_QUARANTINED, OUTBOX_ROW_COLUMNS, decodeOutboxRow, type LocalChange, type OutboxRow, type Row } from './outbox.ts';
+
+type Db = Database.Database;
+
+/** Map key of one entity: its table and id. */
+export function entityKey(table: string, entityId: string): string {
+  return `${table}\u0000${entityId}`;
+}
+
+/**
+ * The undelivered local changes of the given entities, grouped by entityKey, each list in rowid order.
+ * Rows that cannot be decoded (or are quarantined) are left out: they never reach the log, so
+ * re-applying them would keep this device apart from every other one.
+ */
+export function loadUndelivered(
+  db: Db,
+  cursor: number,
+  adoptedRowid: number,
+  entityIds: string[],
+  tables: ReadonlySet<string>,
+): Map<string, LocalChange[]> {
+  const out = new Map<string, LocalChange[]>();
+  if (entityIds.length === 0) return out;
+  // Not yet acked: through the partial index of unsynced rows, only the frame's entities.
+  const unacked = cached(
+    db,
+    `SELECT ${OUTBOX_ROW_COLUMNS} FROM action_log a
+     WHERE a.synced_at IS NULL AND a.entity_id IN (SELECT value FROM json_each(?))
+       AND IFNULL(a.undone, 0) = 0 AND (a.server_seq IS NULL OR a.server_seq > ?) AND ${OUTBOX_NOT_QUARANTINED}`,
+  ).all(JSON.stringify(entityIds), cursor) as OutboxRow[];
+  // Acked but not yet delivered: seq above the cursor (a handful: at most what is in flight). Rows
+  // marked synced before the agent adopted the file carry another server's seqs and are skipped.
+  const acked = cached(
+    db,
+    `SELECT ${OUTBOX_ROW_COLUMNS} FROM action_log a
+     WHERE a.server_seq > ? AND a.synced_at IS NOT NULL AND a.rowid > ? AND IFNULL(a.undone, 0) = 0`,
+  ).all(cursor, adoptedRowid) as OutboxRow[];
+  if (unacked.length === 0 && acked.length === 0) return out;
+
+  const wanted = new Set(entityIds);
+  const rows = acked.length === 0 ? unacked : [...unacked, ...acked.filter((r) => wanted.has(String(r.entity_id)))];
+  rows.sort((a, b) => a.rowid - b.rowid);
+  for (const row of rows) {
+    const d = decodeOutboxRow(row, tables);
+    if (!d.ok) continue;
+    const key = entityKey(d.change.table, d.change.entityId);
+    const list = out.get(key);
+    if (list) list.push(d.change);
+    else out.set(key, [d.change]);
+  }
+  return out;
+}
+
+/** Columns a local change writes; '*' when it decides whether the row exists (create, delete). */
+export function columnsWritten(c: LocalChange, diff: (prev: Row, next: Row) => string[]): string[] {
+  switch (c.actionType) {
+    case 'create':
+    case 'delete':
+      return ['*'];
+    case 'soft_delete':
+      return ['deleted_at'];
+    case 'restore':
+      return ['deleted_at', 'updated_at'];
+    case 'update':
+      if (!c.newData) return [];
+      if (c.previousData && Object.keys(c.previousData).length > 0) return diff(c.previousData, c.newData);
+      return Object.keys(c.newData).filter((k) => k !== 'id');
+  }
+}
+
+function sameValue(a: unknown, b: unknown): boolean {
+  if (a === b) return true;
+  if (Buffer.isBuffer(a) && Buffer.isBuffer(b)) return a.equals(b);
+  return false;
+}
+
+/** Columns whose value differs between two versions of a row; '*' when one of them does not exist. */
+export function changedColumns(before: Row | undefined, after: Row | undefined): string[] {
+  if (!before && !after) return [];
+  if (!before || !after) return ['*'];
+  const out: string[] = [];
+  for (const k of Object.keys(after)) if (!sameValue(before[k], after[k])) out.push(k);
+  return out;
+}
+
+/**
+ * Rule 5: a remote event conflicts with undelivered local changes when it changed something they
+ * decide: the row's existence, or a column they wrote. Edits to different columns of one row are
+ * merged field by field and are not conflicts.
+ */
+export function isConflict(remoteChanged: string[], localWritten: Iterable<string>): boolean {
+  if (remoteChanged.length === 0) return false;
+  const local = new Set(localWritten);
+  if (local.size === 0) return false;
+  if (local.has('*') || remoteChanged.includes('*')) return true;
+  return remoteChanged.some((c) => local.has(c));
+}

@@ -1,0 +1,101 @@
+// What `agent status` and `agent conflicts` show. Reads only the DB (never writes), so it works on a
+// read-only connection while the agent runs in another process.
+import type Database from 'better-sqlite3';
+import { getSyncState } from './app-db.ts';
+import { countPending, type Row } from './outbox.ts';
+
+type Db = Database.Database;
+
+export interface AgentDbStatus {
+  deviceId: string;
+  project: string | null;
+  hubUrl: string | null;
+  /** status === 'connected' (as last recorded by the running agent). */
+  connected: boolean;
+  status: string;
+  /** Last server seq applied. */
+  cursor: number;
+  /** The hub's head seq when last heard from, or null. */
+  hubHead: number | null;
+  /** hubHead - cursor (0 when the head is unknown). */
+  lag: number;
+  /** Outbox rows waiting to be pushed. */
+  pending: number;
+  conflicts: number;
+  /** Quarantined outbox rows and inbound events that could not apply. */
+  failed: number;
+  failedInbound: number;
+  failedOutbound: number;
+  lastSyncAt: string | null;
+}
+
+export function readStatus(db: Db): AgentDbStatus {
+  const s = getSyncState(db);
+  const counts = db
+    .prepare(
+      `SELECT (SELECT COUNT(*) FROM sync_conflicts) AS conflicts,
+              (SELECT COUNT(*) FROM sync_failed_events WHERE direction = 'inbound') AS inbound,
+              (SELECT COUNT(*) FROM sync_failed_events WHERE direction = 'outbound') AS outbound`,
+    )
+    .get() as { conflicts: number; inbound: number; outbound: number };
+  const hubHead = s.hubHeadSeq;
+  return {
+    deviceId: s.deviceId,
+    project: s.project,
+    hubUrl: s.hubUrl,
+    connected: s.status === 'connected',
+    status: s.status,
+    cursor: s.cursor,
+    hubHead,
+    lag: hubHead === null ? 0 : Math.max(0, hubHead - s.cursor),
+    pending: countPending(db),
+    conflicts: counts.conflicts,
+    failed: counts.inbound + counts.outbound,
+    failedInbound: counts.inbound,
+    failedOutbound: counts.outbound,
+    lastSyncAt: s.lastSyncAt,
+  };
+}
+
+export interface ConflictView {
+  id: number;
+  entityType: string;
+  entityId: string;
+  serverSeq: number | null;
+  remoteDeviceId: string | null;
+  actionType: string | null;
+  localData: Row | null;
+  remoteData: Row | null;
+  detectedAt: string | null;
+}
+
+function parseJson(text: unknown): Row | null {
+  if (typeof text !== 'string' || text === '') return null;
+  try {
+    const v: unknown = JSON.parse(text);
+    return v !== null && typeof v === 'object' && !Array.isArray(v) ? (v as Row) : null;
+  } catch {
+    return null;
+  }
+}
+
+/** Recorded conflicts, newest first (at most `limit`). */
+export function listConflicts(db: Db, limit = 1000): ConflictView[] {
+  const rows = db
+    .prepare(
+      `SELECT id, entity_type, entity_id, server_seq, remote_device_id, action_type, local_data, remote_data, detected_at
+       FROM sync_conflicts ORDER BY id DESC LIMIT ?`,
+    )
+    .all(limit) as Array<Record<string, unknown>>;
+  return rows.map((r) => ({
+    id: Number(r.id),
+    entityType: String(r.entity_type),
+    entityId: String(r.entity_id),
+    serverSeq: r.server_seq === null ? null : Number(r.server_seq),
+    remoteDeviceId: (r.remote_device_id as string | null) ?? null,
+    actionType: (r.action_type as string | null) ?? null,
+    localData: parseJson(r.local_data),
+    remoteData: parseJson(r.remote_data),
+    detectedAt: (r.detected_at as string | null) ?? null,
+  }));
+}
