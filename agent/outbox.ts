@@ -60,6 +60,8 @@ function parseData(text: unknown): { ok: true; value: Row | null } | { ok: false
 
 /** The row's timestamp as ISO-8601: ISO/SQLite/Go text, or a Unix time in seconds or milliseconds. */
 function timestampOf(value: unknown): string | null {
+  // A Unix time stored in a TEXT column comes back as digits.
+  if (typeof value === 'string' && /^\d{9,13}(\.\d+)?$/.test(value)) value = Number(value);
   if (typeof value === 'string') return toIso(value);
   if (typeof value === 'number' && Number.isFinite(value)) {
     const ms = value < 1e11 ? value * 1000 : value;
@@ -102,6 +104,11 @@ export function decodeOutboxRow(row: OutboxRow, tables: ReadonlySet<string>): De
 const NOT_QUARANTINED = `NOT EXISTS (SELECT 1 FROM sync_failed_events f WHERE f.direction = 'outbound' AND f.client_action_id = a.rowid)`;
 const ROW_COLUMNS = 'a.rowid AS rowid, a.session_id, a.action_type, a.entity_type, a.entity_id, a.previous_data, a.new_data, a.timestamp';
 
+/** Pending rows after a rowid, in rowid order: a range scan of the partial index of unsynced rows. */
+export const PENDING_SQL = `SELECT ${ROW_COLUMNS} FROM action_log a
+  WHERE a.synced_at IS NULL AND a.rowid > ? AND IFNULL(a.undone, 0) = 0 AND ${NOT_QUARANTINED}
+  ORDER BY a.rowid LIMIT ?`;
+
 export interface ReadPendingOptions {
   /** Only rows after this rowid (0 for all): the pusher's watermark. */
   afterRowid: number;
@@ -136,13 +143,7 @@ function approxBytes(row: OutboxRow): number {
  * returned again; `agent status` counts them.
  */
 export function readPending(db: Db, opts: ReadPendingOptions): PendingPage {
-  const rows = cached(
-      db,
-      `SELECT ${ROW_COLUMNS} FROM action_log a
-       WHERE a.synced_at IS NULL AND a.rowid > ? AND IFNULL(a.undone, 0) = 0 AND ${NOT_QUARANTINED}
-       ORDER BY a.rowid LIMIT ?`,
-    )
-    .all(opts.afterRowid, opts.limit) as OutboxRow[];
+  const rows = cached(db, PENDING_SQL).all(opts.afterRowid, opts.limit) as OutboxRow[];
   const tables = new Set(opts.tables);
   const events: PushEvent[] = [];
   const bad: Array<{ row: OutboxRow; error: string }> = [];

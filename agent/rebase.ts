@@ -23,6 +23,22 @@ export function entityKey(table: string, entityId: string): string {
 }
 
 /**
+ * Not yet acked, for the frame's entities (a JSON array of ids) — one seek per id in the partial index
+ * of unsynced rows. INDEXED BY because without statistics the planner may pick the other partial index
+ * and scan every pending row (100k of them right after a backfill).
+ */
+export const UNACKED_SQL = `SELECT ${OUTBOX_ROW_COLUMNS} FROM action_log a INDEXED BY sync_action_log_unsynced_entity
+  WHERE a.synced_at IS NULL AND a.entity_id IN (SELECT value FROM json_each(?))
+    AND IFNULL(a.undone, 0) = 0 AND (a.server_seq IS NULL OR a.server_seq > ?) AND ${OUTBOX_NOT_QUARANTINED}`;
+
+/**
+ * Acked but not delivered yet: server_seq above the cursor (a handful: at most what is in flight).
+ * Rows marked synced before the agent adopted the file carry another server's seqs and are skipped.
+ */
+export const ACKED_UNDELIVERED_SQL = `SELECT ${OUTBOX_ROW_COLUMNS} FROM action_log a
+  WHERE a.server_seq > ? AND a.synced_at IS NOT NULL AND a.rowid > ? AND IFNULL(a.undone, 0) = 0`;
+
+/**
  * The undelivered local changes of the given entities, grouped by entityKey, each list in rowid order.
  * Rows that cannot be decoded (or are quarantined) are left out: they never reach the log, so
  * re-applying them would keep this device apart from every other one.
@@ -36,20 +52,8 @@ export function loadUndelivered(
 ): Map<string, LocalChange[]> {
   const out = new Map<string, LocalChange[]>();
   if (entityIds.length === 0) return out;
-  // Not yet acked: through the partial index of unsynced rows, only the frame's entities.
-  const unacked = cached(
-    db,
-    `SELECT ${OUTBOX_ROW_COLUMNS} FROM action_log a
-     WHERE a.synced_at IS NULL AND a.entity_id IN (SELECT value FROM json_each(?))
-       AND IFNULL(a.undone, 0) = 0 AND (a.server_seq IS NULL OR a.server_seq > ?) AND ${OUTBOX_NOT_QUARANTINED}`,
-  ).all(JSON.stringify(entityIds), cursor) as OutboxRow[];
-  // Acked but not yet delivered: seq above the cursor (a handful: at most what is in flight). Rows
-  // marked synced before the agent adopted the file carry another server's seqs and are skipped.
-  const acked = cached(
-    db,
-    `SELECT ${OUTBOX_ROW_COLUMNS} FROM action_log a
-     WHERE a.server_seq > ? AND a.synced_at IS NOT NULL AND a.rowid > ? AND IFNULL(a.undone, 0) = 0`,
-  ).all(cursor, adoptedRowid) as OutboxRow[];
+  const unacked = cached(db, UNACKED_SQL).all(JSON.stringify(entityIds), cursor) as OutboxRow[];
+  const acked = cached(db, ACKED_UNDELIVERED_SQL).all(cursor, adoptedRowid) as OutboxRow[];
   if (unacked.length === 0 && acked.length === 0) return out;
 
   const wanted = new Set(entityIds);

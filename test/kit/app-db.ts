@@ -47,8 +47,10 @@ export function makeAppDb(path: string, opts: { schema?: string[]; actionLog?: b
 
 /** Make an app DB and open it for the agent with its sync tables in place. */
 export function makeAgentDb(path: string, opts: { schema?: string[] } = {}): Db {
-  makeAppDb(path, opts);
+  if (path !== ':memory:') makeAppDb(path, opts);
   const db = openAppDb(path);
+  // An in-memory DB exists only on its connection: the schema goes in there.
+  if (path === ':memory:') for (const sql of opts.schema ?? APP_SCHEMA) db.exec(sql);
   ensureSyncSchema(db);
   return db;
 }
@@ -171,7 +173,7 @@ export function dumpTables(db: Db, tables: string[] = APP_TABLES): Record<string
 }
 
 /**
- * Build a fresh DB with the kit's schema (or `schema`) at `path` and apply `events` in seq order with
+ * Build a fresh DB with the kit's schema (or `schema`) at `path` (':memory:' works) and apply `events` in seq order with
  * the same ApplyEngine (device id 'replayer', so every event is remote). Returns the open DB.
  */
 export function replayInto(path: string, events: SyncEvent[], opts: { schema?: string[]; tables?: string[] } = {}): Db {
