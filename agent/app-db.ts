@@ -43,8 +43,9 @@ export const APPLYING_GUARD_SQL = `NOT EXISTS (SELECT 1 FROM ${APPLYING_GUARD_TA
 export function openAppDb(path: string): Db {
   const db = new Database(path);
   try {
-    db.pragma('journal_mode = WAL');
+    // busy_timeout first: switching to WAL needs a moment of exclusive access the app may be holding.
     db.pragma('busy_timeout = 5000');
+    db.pragma('journal_mode = WAL');
     db.pragma('foreign_keys = OFF');
     db.pragma('synchronous = NORMAL');
   } catch (err) {
@@ -155,8 +156,10 @@ const INDEXES = [
   'CREATE INDEX IF NOT EXISTS sync_action_log_unsynced ON action_log(synced_at) WHERE synced_at IS NULL',
   // rebase: the pending rows of the entities one frame touches.
   'CREATE INDEX IF NOT EXISTS sync_action_log_unsynced_entity ON action_log(entity_id) WHERE synced_at IS NULL',
-  // rebase: rows acked with a seq the stream has not delivered yet (server_seq > cursor).
-  'CREATE INDEX IF NOT EXISTS sync_action_log_server_seq ON action_log(server_seq) WHERE server_seq IS NOT NULL',
+  // rebase: rows acked with a seq the stream has not delivered yet (server_seq > cursor), for the
+  // frame's entities: one seek (entity_id = ? AND server_seq > ?) per entity, so the cost does not grow
+  // with the acked-but-undelivered set (100k pushes acked while the stream still serves an old backlog).
+  'CREATE INDEX IF NOT EXISTS sync_action_log_entity_seq ON action_log(entity_id, server_seq) WHERE server_seq IS NOT NULL',
   // quarantine lookups by outbox rowid.
   "CREATE INDEX IF NOT EXISTS sync_failed_events_outbound ON sync_failed_events(client_action_id) WHERE direction = 'outbound'",
   'CREATE INDEX IF NOT EXISTS sync_conflicts_entity ON sync_conflicts(entity_type, entity_id)',

@@ -396,7 +396,10 @@ export class ApplyEngine {
       guardOn: db.prepare(`INSERT INTO ${APPLYING_GUARD_TABLE} (since) VALUES (?)`),
       guardOff: db.prepare(`DELETE FROM ${APPLYING_GUARD_TABLE}`),
       markOwn: db.prepare(
-        'UPDATE action_log SET synced_at = COALESCE(synced_at, ?), server_seq = ? WHERE rowid = ? AND entity_id = ?',
+        // Skips rows already marked (the ack came first): an UPDATE that changes nothing still rewrites
+        // the row and its partial-index entries.
+        `UPDATE action_log SET synced_at = COALESCE(synced_at, ?), server_seq = ?
+         WHERE rowid = ? AND entity_id = ? AND (synced_at IS NULL OR server_seq IS NOT ?)`,
       ),
       failed: db.prepare(
         `INSERT INTO sync_failed_events (direction, server_seq, client_action_id, entity_type, entity_id, action_type, error, event, failed_at)
@@ -442,14 +445,17 @@ export class ApplyEngine {
     const cursor = state.cursor ?? 0;
     const result: FrameResult = { applied: 0, skipped: 0, ownConfirmed: 0, conflicts: [], failed: [], cursor };
 
-    // Gap check before touching anything: the hub streams every seq once, in order.
+    // Order check before touching anything: the hub streams every seq once, in order. A prefix at or
+    // below the cursor is a re-delivery and skipped; after it, seqs must run cursor+1, cursor+2, ...
     let first = -1;
     let expected = cursor + 1;
     for (let i = 0; i < events.length; i++) {
       const seq = events[i]!.serverSeq;
-      if (seq <= cursor) continue;
-      if (first < 0) first = i;
-      if (seq !== expected) throw new StreamGapError(`stream gap: expected seq ${expected}, got ${seq} (cursor ${cursor})`);
+      if (first < 0) {
+        if (seq <= cursor) continue;
+        first = i;
+      }
+      if (seq !== expected) throw new StreamGapError(`stream out of order: expected seq ${expected}, got ${seq} (cursor ${cursor})`);
       expected++;
     }
     if (first < 0) {
@@ -485,7 +491,7 @@ export class ApplyEngine {
         }
       }
       // Our own change coming back: the stream is also its ack (an ack frame can be lost to a drop).
-      if (own && this.s.markOwn.run(now, ev.serverSeq, ev.clientActionId, ev.entityId).changes > 0) result.ownConfirmed++;
+      if (own && this.s.markOwn.run(now, ev.serverSeq, ev.clientActionId, ev.entityId, ev.serverSeq).changes > 0) result.ownConfirmed++;
 
       const change = eventChange(ev, table);
       if (!local) {

@@ -32,11 +32,14 @@ export const UNACKED_SQL = `SELECT ${OUTBOX_ROW_COLUMNS} FROM action_log a INDEX
     AND IFNULL(a.undone, 0) = 0 AND (a.server_seq IS NULL OR a.server_seq > ?) AND ${OUTBOX_NOT_QUARANTINED}`;
 
 /**
- * Acked but not delivered yet: server_seq above the cursor (a handful: at most what is in flight).
- * Rows marked synced before the agent adopted the file carry another server's seqs and are skipped.
+ * Acked but not delivered yet: server_seq above the cursor, for the frame's entities (a JSON array).
+ * Usually a handful; after a large offline push it can be 100k rows, so the lookup is by entity
+ * (entity_id = ? AND server_seq > ?), never a scan of that range. Rows marked synced before the agent adopted the file carry another
+ * server's seqs and are skipped.
  */
-export const ACKED_UNDELIVERED_SQL = `SELECT ${OUTBOX_ROW_COLUMNS} FROM action_log a
-  WHERE a.server_seq > ? AND a.synced_at IS NOT NULL AND a.rowid > ? AND IFNULL(a.undone, 0) = 0`;
+export const ACKED_UNDELIVERED_SQL = `SELECT ${OUTBOX_ROW_COLUMNS} FROM action_log a INDEXED BY sync_action_log_entity_seq
+  WHERE a.server_seq > ? AND a.entity_id IN (SELECT value FROM json_each(?))
+    AND a.synced_at IS NOT NULL AND a.rowid > ? AND IFNULL(a.undone, 0) = 0`;
 
 /**
  * The undelivered local changes of the given entities, grouped by entityKey, each list in rowid order.
@@ -52,12 +55,12 @@ export function loadUndelivered(
 ): Map<string, LocalChange[]> {
   const out = new Map<string, LocalChange[]>();
   if (entityIds.length === 0) return out;
-  const unacked = cached(db, UNACKED_SQL).all(JSON.stringify(entityIds), cursor) as OutboxRow[];
-  const acked = cached(db, ACKED_UNDELIVERED_SQL).all(cursor, adoptedRowid) as OutboxRow[];
+  const ids = JSON.stringify(entityIds);
+  const unacked = cached(db, UNACKED_SQL).all(ids, cursor) as OutboxRow[];
+  const acked = cached(db, ACKED_UNDELIVERED_SQL).all(cursor, ids, adoptedRowid) as OutboxRow[];
   if (unacked.length === 0 && acked.length === 0) return out;
 
-  const wanted = new Set(entityIds);
-  const rows = acked.length === 0 ? unacked : [...unacked, ...acked.filter((r) => wanted.has(String(r.entity_id)))];
+  const rows = acked.length === 0 ? unacked : [...unacked, ...acked];
   rows.sort((a, b) => a.rowid - b.rowid);
   for (const row of rows) {
     const d = decodeOutboxRow(row, tables);

@@ -176,6 +176,8 @@ describe('frames and the cursor (rule 1)', () => {
     engine.applyFrame([ev(1, 'create', 'issues', 'i1', { title: 'A' })], 1, 1);
     expect(() => engine.applyFrame([ev(3, 'create', 'issues', 'i3', { title: 'C' })], 3, 3)).toThrow(StreamGapError);
     expect(() => engine.applyFrame([ev(2, 'create', 'issues', 'i2', {}), ev(4, 'create', 'issues', 'i4', {})], 4, 4)).toThrow(StreamGapError);
+    expect(() => engine.applyFrame([ev(2, 'create', 'issues', 'i2', {}), ev(1, 'create', 'issues', 'i1', {})], 2, 2)).toThrow(StreamGapError);
+    expect(() => engine.applyFrame([ev(2, 'create', 'issues', 'i2', {})], 5, 5)).toThrow(/throughSeq/);
     expect(getCursor(db)).toBe(1);
     expect(issue('i2')).toBeUndefined();
   });

@@ -170,13 +170,13 @@ describe('markAcked', () => {
 
 describe('indexes', () => {
   it('pending lookups use the partial index, not a scan of action_log', () => {
-    const plan = (sql: string) => (db.prepare(`EXPLAIN QUERY PLAN ${sql}`).all(0, 10) as Array<{ detail: string }>).map((r) => r.detail).join('\n');
-    const pending = plan(PENDING_SQL);
+    const plan = (sql: string, ...args: unknown[]) => (db.prepare(`EXPLAIN QUERY PLAN ${sql}`).all(...args) as Array<{ detail: string }>).map((r) => r.detail).join('\n');
+    const pending = plan(PENDING_SQL, 0, 10);
     expect(pending).toMatch(/USING INDEX sync_action_log_unsynced /);
     expect(pending).not.toMatch(/TEMP B-TREE|SCAN a\b/);
-    const entity = plan(UNACKED_SQL);
+    const entity = plan(UNACKED_SQL, '[]', 0);
     expect(entity).toMatch(/USING INDEX sync_action_log_unsynced_entity \(entity_id=\?\)/);
-    const acked = plan(ACKED_UNDELIVERED_SQL);
-    expect(acked).toMatch(/USING INDEX sync_action_log_server_seq/);
+    const acked = plan(ACKED_UNDELIVERED_SQL, 0, '[]', 0);
+    expect(acked).toMatch(/USING INDEX sync_action_log_entity_seq \(entity_id=\? AND server_seq>\?\)/);
   });
 });

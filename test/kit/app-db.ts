@@ -72,7 +72,7 @@ let counter = 0;
  */
 export class AppWriter {
   readonly db: Db;
-  /** Go-style timestamps and td action names, as td writes them. */
+  /** `sessionId` goes into action_log.session_id (null: the agent's fallback session is used). */
   constructor(
     path: string,
     private readonly sessionId: string | null = 'ses-app',
