@@ -106,7 +106,7 @@ async function status(argv: string[]): Promise<void> {
   try {
     const s = readStatus(db);
     if (f.json) process.stdout.write(`${JSON.stringify(s)}\n`);
-    else for (const [k, v] of Object.entries(s)) process.stdout.write(`${k.padEnd(12)} ${v ?? '-'}\n`);
+    else for (const [k, v] of Object.entries(s)) process.stdout.write(`${k.padEnd(15)} ${v ?? '-'}\n`);
   } finally {
     db.close();
   }
