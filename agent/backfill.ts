@@ -56,6 +56,10 @@ export function backfill(db: Db, tables: string[], sessionId: string): number {
         if (wanted.has(table) && mapActionType(p.action_type) === 'create') copy.run(table, p.entity_type, p.action_type);
       }
 
+      // td's action_log has `id INTEGER PRIMARY KEY AUTOINCREMENT` (the rowid): let SQLite number it.
+      const idCol = tableColumns(db, 'action_log').find((c) => c.name === 'id');
+      const rowidAlias = idCol !== undefined && idCol.pk === 1 && idCol.type.toUpperCase() === 'INTEGER';
+      const newId = rowidAlias ? 'NULL' : "'bf-' || lower(hex(randomblob(8)))";
       const now = nowIso();
       let total = 0;
       for (const table of tables) {
@@ -66,7 +70,7 @@ export function backfill(db: Db, tables: string[], sessionId: string): number {
           .filter((c) => IDENTIFIER_RE.test(c));
         if (!cols.includes('id')) continue;
         const sql = `INSERT INTO action_log (id, session_id, action_type, entity_type, entity_id, previous_data, new_data, timestamp, undone)
-          SELECT 'bf-' || lower(hex(randomblob(8))), ?, 'create', ?, t."id", NULL, ${rowJsonSql(cols)}, ?, 0
+          SELECT ${newId}, ?, 'create', ?, t."id", NULL, ${rowJsonSql(cols)}, ?, 0
           FROM ${q} t
           WHERE t."id" IS NOT NULL AND t."id" <> ''
             AND NOT EXISTS (SELECT 1 FROM temp.sync_backfill_seen s WHERE s.tbl = ? AND s.entity_id = t."id")`;

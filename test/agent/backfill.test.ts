@@ -83,6 +83,29 @@ describe('backfill', () => {
     }
   });
 
+  it("works on td's action_log (INTEGER PRIMARY KEY id, NOT NULL columns)", () => {
+    const path = tmp.path('td.db');
+    const app = new Database(path);
+    app.exec(`CREATE TABLE action_log (id INTEGER PRIMARY KEY AUTOINCREMENT, session_id TEXT NOT NULL, action_type TEXT NOT NULL,
+      entity_type TEXT NOT NULL, entity_id TEXT NOT NULL, previous_data TEXT DEFAULT '', new_data TEXT DEFAULT '',
+      timestamp DATETIME NOT NULL DEFAULT CURRENT_TIMESTAMP, undone INTEGER DEFAULT 0);
+      CREATE TABLE issues (id TEXT PRIMARY KEY, title TEXT);
+      INSERT INTO issues VALUES ('td-1', 'x'), ('td-2', 'y');
+      INSERT INTO action_log (session_id, action_type, entity_type, entity_id, new_data) VALUES ('ses', 'create', 'issue', 'td-1', '{}');`);
+    app.close();
+    const tdDb = openAppDb(path);
+    try {
+      ensureSyncSchema(tdDb);
+      expect(backfill(tdDb, ['issues'], 'fallback')).toBe(1);
+      expect(tdDb.prepare('SELECT id, entity_id, session_id FROM action_log ORDER BY id').all()).toEqual([
+        { id: 1, entity_id: 'td-1', session_id: 'ses' },
+        { id: 2, entity_id: 'td-2', session_id: 'fallback' },
+      ]);
+    } finally {
+      tdDb.close();
+    }
+  });
+
   it('handles 100k rows in well under a few seconds', () => {
     db.exec(`WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 100000)
              INSERT INTO comments (id, issue_id, body, created_at) SELECT 'bulk-' || i, 'i1', 'body ' || i, '2026-01-01' FROM n`);

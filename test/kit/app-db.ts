@@ -173,8 +173,9 @@ export function dumpTables(db: Db, tables: string[] = APP_TABLES): Record<string
 }
 
 /**
- * Build a fresh DB with the kit's schema (or `schema`) at `path` (':memory:' works) and apply `events` in seq order with
- * the same ApplyEngine (device id 'replayer', so every event is remote). Returns the open DB.
+ * Build a fresh DB with the kit's schema (or `schema`) at `path` (':memory:' works) and apply `events`
+ * (a log prefix: seqs 1..N) in seq order with the same ApplyEngine (device id 'replayer', so every
+ * event is remote). Returns the open DB.
  */
 export function replayInto(path: string, events: SyncEvent[], opts: { schema?: string[]; tables?: string[] } = {}): Db {
   const db = makeAgentDb(path, { schema: opts.schema });
