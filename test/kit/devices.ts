@@ -5,7 +5,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Agent, type AgentOptions } from '../../agent/agent.ts';
-import { openAppDb, type Db } from '../../agent/app-db.ts';
+import { getSyncState, openAppDb, type Db } from '../../agent/app-db.ts';
 import { readStatus } from '../../agent/status.ts';
 import { EventSchema, type SyncEvent } from '../../shared/event.ts';
 import type { EventStore } from '../../hub/store/event-store.ts';
@@ -60,9 +60,12 @@ export class Device {
     return readStatus(this.reader);
   }
 
-  /** action_log rows the app wrote (not undone), for exactly-once checks. */
+  /** action_log rows the app wrote (not undone), with the session id they are pushed under. */
   loggedRows(): { rowid: number; session_id: string }[] {
-    return this.reader.prepare('SELECT rowid, session_id FROM action_log WHERE undone = 0 ORDER BY rowid').all() as { rowid: number; session_id: string }[];
+    const fallback = getSyncState(this.reader).sessionId;
+    return this.reader
+      .prepare("SELECT rowid, COALESCE(NULLIF(session_id, ''), ?) AS session_id FROM action_log WHERE undone = 0 ORDER BY rowid")
+      .all(fallback) as { rowid: number; session_id: string }[];
   }
 
   async close(): Promise<void> {
