@@ -162,7 +162,8 @@ export class RowApplier {
       const cols = tableColumns(this.db, name);
       if (!cols.some((c) => c.name === 'id')) continue;
       const q = quoteIdent(name);
-      const columns = cols.map((c) => c.name).filter((c) => c !== 'id');
+      // Only plain identifiers are ever interpolated; a payload key naming any other column is refused.
+      const columns = cols.map((c) => c.name).filter((c) => c !== 'id' && IDENTIFIER_RE.test(c));
       const hasDeletedAt = columns.includes('deleted_at');
       const hasUpdatedAt = columns.includes('updated_at');
       this.tables.set(name, {

@@ -118,17 +118,19 @@ describe('readPending', () => {
     const noId = app.rawLog({ action_type: 'create', entity_type: 'issues', entity_id: '', new_data: '{}', timestamp: 'x' });
     const noData = app.rawLog({ action_type: 'create', entity_type: 'issues', entity_id: 'i3', new_data: '', timestamp: 'x' });
     const huge = app.rawLog({ action_type: 'create', entity_type: 'issues', entity_id: 'i4', new_data: JSON.stringify({ title: 'x'.repeat(4_200_000) }), timestamp: 'x' });
+    const longSession = app.rawLog({ session_id: 's'.repeat(300), action_type: 'create', entity_type: 'issues', entity_id: 'i6', new_data: '{}', timestamp: 'x' });
     const good2 = app.create('issues', { id: 'i5', title: 'E' });
 
     const page = read();
     expect(page.events.map((e) => e.clientActionId)).toEqual([good1, good2]);
     expect(page.lastRowid).toBe(good2);
     const failed = db.prepare("SELECT client_action_id AS id, error FROM sync_failed_events WHERE direction = 'outbound' ORDER BY client_action_id").all() as Array<{ id: number; error: string }>;
-    expect(failed.map((f) => f.id)).toEqual([notObject, badJson, unknown, noId, noData, huge]);
+    expect(failed.map((f) => f.id)).toEqual([notObject, badJson, unknown, noId, noData, huge, longSession]);
     expect(failed[2]!.error).toMatch(/widgets/);
+    expect(failed[6]!.error).toMatch(/sessionId/);
     // Read again from the start (a restart): same events, no duplicate quarantine rows.
     expect(read().events.map((e) => e.clientActionId)).toEqual([good1, good2]);
-    expect(db.prepare('SELECT COUNT(*) AS n FROM sync_failed_events').get()).toEqual({ n: 6 });
+    expect(db.prepare('SELECT COUNT(*) AS n FROM sync_failed_events').get()).toEqual({ n: 7 });
     expect(countPending(db)).toBe(2);
   });
 
