@@ -198,6 +198,36 @@ describe('rebase', () => {
     expectEqualsReplay();
   });
 
+  it('a poison event on an entity with pending local changes is rolled back alone; the frame goes on', () => {
+    app.update('issues', 'i1', { title: 'mine' });
+    const r = deliver(
+      ev(2, 'update', 'issues', 'i1', { 'bad key!': 1, title: 'theirs' }, { deviceId: 'dev-B' }),
+      ev(3, 'update', 'issues', 'i1', { ...base, status: 'closed' }, { previousData: base, deviceId: 'dev-B' }),
+    );
+    expect(r.failed.map((f) => f.serverSeq)).toEqual([2]);
+    expect(issue('i1')).toMatchObject({ title: 'mine', status: 'closed' });
+    push();
+    deliverAll();
+    expectEqualsReplay();
+  });
+
+  it('a busy error while rebasing rolls back the whole frame', () => {
+    app.update('issues', 'i1', { title: 'mine' });
+    let busy = true;
+    db.function('maybe_busy_rebase', () => {
+      if (busy) throw Object.assign(new Error('database is locked'), { code: 'SQLITE_BUSY' });
+      return 0;
+    });
+    db.exec("CREATE TRIGGER busy_rebase AFTER UPDATE OF title ON issues WHEN NEW.title = 'mine' BEGIN SELECT maybe_busy_rebase(); END");
+    const frame = [ev(2, 'update', 'issues', 'i1', { ...base, title: 'theirs' }, { previousData: base, deviceId: 'dev-B' })];
+    expect(() => engine.applyFrame(frame, 2, 2)).toThrow(/locked/);
+    expect(getSyncState(db).cursor).toBe(1);
+    expect(issue('i1')).toMatchObject({ title: 'mine' });
+    expect(listConflicts(db)).toEqual([]);
+    busy = false;
+    expect(engine.applyFrame(frame, 2, 2).conflicts).toHaveLength(1);
+  });
+
   it('does not rebase rows another sync system marked synced before adoption', () => {
     // Simulate a td-synced file: a synced row with td's server_seq, adopted by a fresh sync_state.
     const old = app.update('issues', 'i1', { title: 'old' })!;
