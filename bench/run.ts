@@ -1,0 +1,644 @@
+// synchub benchmarks, side by side with the floor of the machine and the peers.
+//
+//   npm run bench                          everything, median of 3 runs (~12 min on 2 cores)
+//   npm run bench -- --quick               1 run, smaller sizes (~3 min)
+//   npm run bench -- --only ingest,fanout  some scenarios (ingest, fanout, catchup, conns)
+//   npm run bench -- --systems synchub,wsfloor
+//   npm run bench -- --runs 5 --profile    CPU-profile the synchub hub child (results/profiles/)
+//
+// Every server runs alone in a child process, every load generator in another;
+// everything listens on 127.0.0.1. Writes results/<date>.json and prints tables.
+import { createServer } from 'node:net';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync, existsSync, readdirSync } from 'node:fs';
+import { cpus, totalmem, release, tmpdir, platform } from 'node:os';
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+import Database from 'better-sqlite3';
+import {
+  BENCH_DIR,
+  Child,
+  REPO_ROOT,
+  SYSTEMS,
+  decodeHist,
+  makeRow,
+  mark,
+  newHist,
+  nowUs,
+  sleep,
+  summarize,
+  type ServerSystem,
+  type System,
+} from './lib/common.ts';
+import { SECRET, connectClient, type Target } from './lib/clients.ts';
+import type { Job } from './load/worker.ts';
+
+// ---------------------------------------------------------------- options
+
+const { values: flags } = parseArgs({
+  options: {
+    quick: { type: 'boolean', default: false },
+    only: { type: 'string' },
+    systems: { type: 'string' },
+    runs: { type: 'string' },
+    profile: { type: 'boolean', default: false },
+    out: { type: 'string' },
+    help: { type: 'boolean', default: false },
+  },
+  allowPositionals: false,
+});
+if (flags.help) {
+  process.stdout.write(readFileSync(new URL(import.meta.url)).toString().split('\n').slice(0, 10).join('\n') + '\n');
+  process.exit(0);
+}
+const SCENARIOS = ['ingest', 'fanout', 'catchup', 'conns'] as const;
+type Scenario = (typeof SCENARIOS)[number];
+const only = new Set((flags.only ?? SCENARIOS.join(',')).split(',').map((s) => s.trim()) as Scenario[]);
+for (const s of only) if (!SCENARIOS.includes(s)) fail(`--only: unknown scenario ${s} (use ${SCENARIOS.join(',')})`);
+const systems = new Set((flags.systems ?? SYSTEMS.join(',')).split(',').map((s) => s.trim()) as System[]);
+for (const s of systems) if (!SYSTEMS.includes(s)) fail(`--systems: unknown system ${s} (use ${SYSTEMS.join(',')})`);
+
+const quick = flags.quick!;
+const CFG = {
+  runs: flags.runs ? Number(flags.runs) : quick ? 1 : 3,
+  ingest: { conns: 10, batch: 100, window: 400, entities: 1000, warmupMs: quick ? 1000 : 2000, durationMs: quick ? 2000 : 5000 },
+  sqliteFloorBatch: 1000,
+  fanout: { rate: 1000, receivers: quick ? [1, 10, 100] : [1, 10, 100], warmupMs: quick ? 500 : 1000, durationMs: quick ? 2000 : 4000 },
+  catchup: { events: quick ? 20_000 : 100_000, passes: 2 },
+  conns: { count: quick ? 2000 : 10_000, workers: 2, concurrency: 100 },
+};
+if (!Number.isInteger(CFG.runs) || CFG.runs < 1 || CFG.runs > 20) fail('--runs: 1..20');
+
+function fail(msg: string): never {
+  process.stderr.write(`bench: ${msg}\n`);
+  process.exit(2);
+}
+
+const log = (s: string) => process.stderr.write(`${new Date().toISOString().slice(11, 19)} ${s}\n`);
+
+// ---------------------------------------------------------------- machine
+
+function pkgVersion(name: string, from = BENCH_DIR): string {
+  for (const base of [join(from, 'node_modules'), join(REPO_ROOT, 'node_modules')]) {
+    const p = join(base, name, 'package.json');
+    if (existsSync(p)) return (JSON.parse(readFileSync(p, 'utf8')) as { version: string }).version;
+  }
+  return 'not installed';
+}
+
+function machine() {
+  const mem = new Database(':memory:');
+  const sqlite = mem.prepare('SELECT sqlite_version()').pluck().get() as string;
+  mem.close();
+  const c = cpus();
+  return {
+    cores: c.length,
+    cpu: c[0]?.model ?? 'unknown',
+    memoryGiB: Math.round((totalmem() / 2 ** 30) * 10) / 10,
+    os: `${platform()} ${release()}`,
+    node: process.version,
+    sqlite,
+    versions: {
+      'better-sqlite3': pkgVersion('better-sqlite3'),
+      ws: pkgVersion('ws', REPO_ROOT),
+      '@hocuspocus/server': pkgVersion('@hocuspocus/server'),
+      '@y/websocket-server': pkgVersion('@y/websocket-server'),
+      yjs: pkgVersion('yjs'),
+      '@logux/server': pkgVersion('@logux/server'),
+      'hdr-histogram-js': pkgVersion('hdr-histogram-js'),
+    },
+  };
+}
+
+// ---------------------------------------------------------------- servers and workers
+
+const PROJECT = 'bench';
+const tmpRoot = mkdtempSync(join(tmpdir(), 'synchub-bench-'));
+process.on('exit', () => rmSync(tmpRoot, { recursive: true, force: true }));
+const live = new Set<Child>();
+for (const sig of ['SIGINT', 'SIGTERM'] as const) {
+  process.on(sig, () => {
+    for (const c of live) c.proc.kill('SIGKILL');
+    process.exit(130);
+  });
+}
+
+async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = createServer();
+    s.once('error', reject);
+    s.listen(0, '127.0.0.1', () => {
+      const port = (s.address() as { port: number }).port;
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+/** A fresh hub database with project `bench` and a write token (the hub child opens it afterwards). */
+async function prepareHubDb(preload = 0): Promise<{ db: string; token: string }> {
+  const { SqliteEventStore } = await import('../hub/store/sqlite.ts');
+  const { createToken } = await import('../hub/tokens.ts');
+  const dir = mkdtempSync(join(tmpRoot, 'hub-'));
+  const db = join(dir, 'hub.db');
+  const store = new SqliteEventStore(db);
+  await store.createProject(PROJECT);
+  const { token } = await createToken(store, PROJECT, 'write');
+  const ts = new Date().toISOString();
+  for (let from = 1; from <= preload; from += 1000) {
+    const events = [];
+    for (let i = from; i < from + 1000 && i <= preload; i++) {
+      const row = makeRow(0, i, Number.MAX_SAFE_INTEGER);
+      events.push({
+        clientActionId: i,
+        sessionId: 'bench-session',
+        actionType: 'create',
+        entityType: 'items',
+        entityId: row.id,
+        payload: { schemaVersion: 1 as const, newData: { ...row }, previousData: null },
+        clientTimestamp: ts,
+      });
+    }
+    await store.append([{ project: PROJECT, deviceId: 'preload-device', events }], ts);
+  }
+  await store.close();
+  return { db, token };
+}
+
+interface Running {
+  target: Target;
+  child: Child;
+  stop(): Promise<void>;
+  rss(): Promise<number>;
+}
+
+let profileSeq = 0;
+async function startServer(system: ServerSystem, opts: { preload?: number; hubDb?: { db: string; token: string }; profile?: string } = {}): Promise<Running> {
+  let hubDb = opts.hubDb;
+  if (system === 'synchub' && !hubDb) hubDb = await prepareHubDb();
+  const port = system === 'logux' ? await freePort() : 0;
+  const execArgv: string[] = [];
+  if (opts.profile && system === 'synchub') {
+    const dir = join(BENCH_DIR, 'results', 'profiles', opts.profile);
+    mkdirSync(dir, { recursive: true });
+    execArgv.push('--cpu-prof', `--cpu-prof-dir=${dir}`, `--cpu-prof-name=hub-${++profileSeq}-${process.pid}.cpuprofile`);
+  }
+  const child = new Child(`${system} server`, 'servers/server.ts', execArgv, system === 'logux' ? { NODE_ENV: 'production' } : {});
+  live.add(child);
+  child.send({ type: 'start', system, db: hubDb?.db, port, preload: opts.preload });
+  const ready = await child.next<{ type: 'ready'; port: number }>('ready', 120_000);
+  const target: Target = {
+    system,
+    url: `ws://127.0.0.1:${ready.port}`,
+    project: PROJECT,
+    token: system === 'synchub' ? hubDb!.token : SECRET,
+  };
+  return {
+    target,
+    child,
+    async stop() {
+      await child.stop(15_000);
+      live.delete(child);
+    },
+    async rss() {
+      const m = await child.request<{ type: 'rss'; rss: number }>({ type: 'rss' }, 'rss', 10_000);
+      return m.rss;
+    },
+  };
+}
+
+async function runJob<T>(job: Job, timeoutMs: number): Promise<T> {
+  const w = new Child(`worker ${job.kind}`, 'load/worker.ts');
+  live.add(w);
+  try {
+    w.send({ type: 'job', job });
+    const r = await w.next<{ type: 'result'; result: T }>('result', timeoutMs);
+    return r.result;
+  } finally {
+    await w.stop(5000);
+    live.delete(w);
+  }
+}
+
+// ---------------------------------------------------------------- results
+
+type Figures = Record<string, number | null>;
+interface Cell {
+  runs: Figures[];
+  median: Figures;
+  note?: string;
+  error?: string;
+}
+type Results = Record<string, Record<string, Cell>>;
+const results: Results = {};
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = s.length >> 1;
+  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
+}
+
+function medianFigures(runs: Figures[]): Figures {
+  const out: Figures = {};
+  for (const k of Object.keys(runs[0] ?? {})) {
+    const xs = runs.map((r) => r[k]).filter((v): v is number => typeof v === 'number' && Number.isFinite(v));
+    out[k] = xs.length ? Math.round(median(xs) * 1000) / 1000 : null;
+  }
+  return out;
+}
+
+/** Run fn once per run, keep the figures, take the median; a failure is recorded, not fatal. */
+async function measure(scenario: string, key: string, note: string | undefined, fn: (run: number) => Promise<Figures>): Promise<void> {
+  const cell: Cell = { runs: [], median: {}, note };
+  (results[scenario] ??= {})[key] = cell;
+  for (let run = 1; run <= CFG.runs; run++) {
+    log(`${scenario} ${key} run ${run}/${CFG.runs}`);
+    try {
+      const f = await fn(run);
+      cell.runs.push(f);
+      log(`  ${JSON.stringify(f)}`);
+    } catch (err) {
+      cell.error = err instanceof Error ? err.message : String(err);
+      log(`  FAILED: ${cell.error}`);
+      for (const c of live) c.proc.kill('SIGKILL');
+      live.clear();
+      await sleep(500);
+      break;
+    }
+  }
+  cell.median = medianFigures(cell.runs);
+}
+
+function na(scenario: string, key: string, note: string): void {
+  (results[scenario] ??= {})[key] = { runs: [], median: {}, note };
+}
+
+// ---------------------------------------------------------------- notes (what each system's "ack" and store are)
+
+const INGEST_NOTE: Record<System, string> = {
+  synchub: 'durable ack (SQLite WAL, synchronous=FULL, group commit)',
+  wsfloor: 'ack after parse, no storage (not durable)',
+  sqlitefloor: `no network: ${CFG.sqliteFloorBatch}-row transactions, WAL, synchronous=FULL`,
+  hocuspocus: 'ack = SyncStatus after in-memory apply; no durable ack (stores are debounced snapshots)',
+  ywebsocket: 'no ack in protocol: own update echoed back; in-memory, no store',
+  logux: 'ack = logux/processed; in-memory log (MemoryStore), no durable ack',
+};
+
+// ---------------------------------------------------------------- scenarios
+
+const profile = flags.profile ? (name: string) => name : () => undefined;
+
+async function scenarioIngest() {
+  const c = CFG.ingest;
+  for (const system of SYSTEMS) {
+    if (!systems.has(system)) continue;
+    await measure('ingest', system, INGEST_NOTE[system], async () => {
+      if (system === 'sqlitefloor') {
+        const r = await runJob<{ rate: number; hist: string }>(
+          { kind: 'sqlite-ingest', dir: mkdtempSync(join(tmpRoot, 'floor-')), batch: CFG.sqliteFloorBatch, warmupMs: c.warmupMs, durationMs: c.durationMs },
+          120_000,
+        );
+        const s = summarize(decodeHist(r.hist));
+        return { eventsPerSec: Math.round(r.rate), p50Ms: s.p50, p99Ms: s.p99 };
+      }
+      const srv = await startServer(system, { profile: profile('ingest') });
+      try {
+        const r = await runJob<{ rate: number; hist: string; unackedAtEnd: number }>(
+          { kind: 'ingest', target: srv.target, conns: c.conns, batch: c.batch, window: c.window, entities: c.entities, warmupMs: c.warmupMs, durationMs: c.durationMs },
+          c.warmupMs + c.durationMs + 60_000,
+        );
+        const s = summarize(decodeHist(r.hist));
+        return { eventsPerSec: Math.round(r.rate), p50Ms: s.p50, p99Ms: s.p99, serverRssMB: Math.round((await srv.rss()) / 2 ** 20) };
+      } finally {
+        await srv.stop();
+      }
+    });
+  }
+}
+
+async function scenarioFanout() {
+  const c = CFG.fanout;
+  for (const system of SYSTEMS) {
+    if (!systems.has(system)) continue;
+    if (system === 'sqlitefloor') {
+      na('fanout', system, 'n/a: no network');
+      continue;
+    }
+    for (const receivers of c.receivers) {
+      await measure('fanout', `${system}@${receivers}`, undefined, async () => {
+        const srv = await startServer(system, { profile: profile(`fanout-${receivers}`) });
+        try {
+          const r = await runJob<{ hist: string; lost: number; achievedRate: number }>(
+            { kind: 'fanout', target: srv.target, receivers, rate: c.rate, warmupMs: c.warmupMs, durationMs: c.durationMs },
+            c.warmupMs + c.durationMs + 90_000,
+          );
+          const s = summarize(decodeHist(r.hist));
+          return { p50Ms: s.p50, p99Ms: s.p99, p999Ms: s.p999, maxMs: s.max, lost: r.lost, rate: Math.round(r.achievedRate) };
+        } finally {
+          await srv.stop();
+        }
+      });
+    }
+  }
+}
+
+async function scenarioCatchup() {
+  const n = CFG.catchup.events;
+  const passes = CFG.catchup.passes;
+  let hubDb: { db: string; token: string } | null = null;
+  const needHubDb = systems.has('synchub') || systems.has('sqlitefloor');
+  if (needHubDb) {
+    log(`catchup: writing a ${n}-event backlog into a hub database`);
+    hubDb = await prepareHubDb(n);
+  }
+  type P = { measured: { rate: number; totalMs: number } };
+  for (const system of SYSTEMS) {
+    if (!systems.has(system)) continue;
+    if (system === 'logux') {
+      na('catchup', system, 'n/a: Logux does not replay its log to a new client; the channel load() callback returns current state from app code');
+      continue;
+    }
+    const note: Record<string, string> = {
+      synchub: 'applied: real Agent into its SQLite app DB; stream: raw client, JSON.parse only',
+      wsfloor: 'stream only, from memory (no storage, nothing to apply)',
+      sqlitefloor: 'applied: read the hub DB + upsert with prepared statements, no network',
+      hocuspocus: 'whole-document sync (one SyncStep2) applied into a Y.Doc; events/s = rows / time',
+      ywebsocket: 'whole-document sync (one SyncStep2) applied into a Y.Doc; events/s = rows / time',
+    };
+    await measure('catchup', system, note[system], async () => {
+      if (system === 'sqlitefloor') {
+        const r = await runJob<P>({ kind: 'sqlite-apply', hubDb: hubDb!.db, project: PROJECT, dir: mkdtempSync(join(tmpRoot, 'apply-')), expect: n, passes }, 300_000);
+        return { appliedPerSec: Math.round(r.measured.rate), streamPerSec: null, totalMs: Math.round(r.measured.totalMs) };
+      }
+      const srv = await startServer(system, { preload: system === 'synchub' ? undefined : n, hubDb: hubDb ?? undefined, profile: profile('catchup') });
+      try {
+        if (system === 'synchub') {
+          const a = await runJob<P>(
+            { kind: 'catchup-agent', url: srv.target.url, project: PROJECT, token: srv.target.token!, dir: mkdtempSync(join(tmpRoot, 'agent-')), expect: n, passes },
+            600_000,
+          );
+          const s = await runJob<P>({ kind: 'catchup-stream', target: srv.target, expect: n, passes }, 300_000);
+          return { appliedPerSec: Math.round(a.measured.rate), streamPerSec: Math.round(s.measured.rate), totalMs: Math.round(a.measured.totalMs) };
+        }
+        if (system === 'wsfloor') {
+          const s = await runJob<P>({ kind: 'catchup-stream', target: srv.target, expect: n, passes }, 300_000);
+          return { appliedPerSec: null, streamPerSec: Math.round(s.measured.rate), totalMs: Math.round(s.measured.totalMs) };
+        }
+        const y = await runJob<P>({ kind: 'catchup-y', target: srv.target, expect: n, passes }, 300_000);
+        return { appliedPerSec: Math.round(y.measured.rate), streamPerSec: null, totalMs: Math.round(y.measured.totalMs) };
+      } finally {
+        await srv.stop();
+      }
+    });
+  }
+}
+
+async function scenarioConns() {
+  const c = CFG.conns;
+  for (const system of SYSTEMS) {
+    if (!systems.has(system)) continue;
+    if (system === 'sqlitefloor') {
+      na('conns', system, 'n/a: no network');
+      continue;
+    }
+    await measure('conns', system, undefined, async () => {
+      const srv = await startServer(system, { profile: profile('conns') });
+      const workers: Child[] = [];
+      let writer: ReturnType<typeof connectClient> | null = null;
+      try {
+        await sleep(300);
+        const rssBase = await srv.rss();
+        const per = Math.ceil(c.count / c.workers);
+        for (let w = 0; w < c.workers; w++) {
+          const child = new Child(`conns worker ${w}`, 'load/worker.ts');
+          live.add(child);
+          workers.push(child);
+          const count = Math.min(per, c.count - w * per);
+          child.send({ type: 'job', job: { kind: 'conns', target: srv.target, count, indexBase: 1 + w * per, concurrency: c.concurrency } satisfies Job });
+        }
+        type Connected = { type: 'connected'; ok: number; failed: number; firstError: string; startUs: number; endUs: number };
+        const connected = await Promise.all(workers.map((w) => w.next<Connected>('connected', 180_000)));
+        const ok = connected.reduce((n, m) => n + m.ok, 0);
+        const connectSec = (Math.max(...connected.map((m) => m.endUs)) - Math.min(...connected.map((m) => m.startUs))) / 1e6;
+        if (ok < c.count) log(`  ${c.count - ok} sockets failed: ${connected.find((m) => m.firstError)?.firstError}`);
+        await sleep(1000);
+        const rssIdle = await srv.rss();
+        // One event to all: a writer device (one more socket) pushes one event.
+        writer = connectClient(srv.target, { index: 0, onAcked: () => {} });
+        await writer.ready;
+        await Promise.all(workers.map((w) => w.request({ type: 'arm' }, 'armed', 10_000)));
+        const received = Promise.all(workers.map((w) => w.next<{ type: 'received'; got: number; expected: number; lastUs: number }>('received', 60_000)));
+        const sentUs = nowUs();
+        writer.push([{ id: 'e0', n: 1, mark: mark(0, sentUs), body: 'x' }]);
+        const got = await received;
+        const all = got.reduce((n, m) => n + m.got, 0);
+        const lastMs = (Math.max(...got.map((m) => m.lastUs)) - sentUs) / 1000;
+        const rssAfter = await srv.rss();
+        return {
+          sockets: ok,
+          connectSec: Math.round(connectSec * 100) / 100,
+          rssIdleMB: Math.round(rssIdle / 2 ** 20),
+          rssPerSocketKB: Math.round((rssIdle - rssBase) / ok / 1024 * 10) / 10,
+          fanoutAllMs: all === ok ? Math.round(lastMs * 10) / 10 : null,
+          received: all,
+          rssAfterFanoutMB: Math.round(rssAfter / 2 ** 20),
+        };
+      } finally {
+        writer?.close();
+        for (const w of workers) {
+          w.send({ type: 'close' });
+          await w.stop(10_000);
+          live.delete(w);
+        }
+        await srv.stop();
+      }
+    });
+  }
+}
+
+// ---------------------------------------------------------------- report
+
+function fmt(v: number | null | undefined, digits = 2): string {
+  if (v === null || v === undefined) return '—';
+  if (Math.abs(v) >= 1000) return Math.round(v).toLocaleString('en-US');
+  return String(Math.round(v * 10 ** digits) / 10 ** digits);
+}
+
+function table(title: string, head: string[], rows: string[][]): string {
+  const w = head.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
+  const line = (cells: string[]) => '| ' + cells.map((c, i) => (i === 0 || i === cells.length - 1 ? c.padEnd(w[i]!) : c.padStart(w[i]!))).join(' | ') + ' |';
+  return [`### ${title}`, '', line(head), '|' + w.map((n, i) => (i === 0 || i === w.length - 1 ? ':' : '') + '-'.repeat(n + 1) + (i === 0 || i === w.length - 1 ? '' : ':')).join('|') + '|', ...rows.map(line), ''].join('\n');
+}
+
+const LABEL: Record<System, string> = {
+  synchub: 'synchub',
+  wsfloor: 'raw ws broadcast (floor)',
+  sqlitefloor: 'raw SQLite batched (floor)',
+  hocuspocus: 'Hocuspocus',
+  ywebsocket: 'y-websocket',
+  logux: 'Logux (production)',
+};
+
+function cellNote(cell: Cell | undefined): string {
+  if (!cell) return 'not run';
+  if (cell.error) return `FAILED: ${cell.error.split('\n')[0]!.slice(0, 120)}`;
+  return cell.note ?? '';
+}
+
+function report(): { text: string; targets: { target: string; value: string; met: boolean | null }[] } {
+  const out: string[] = [];
+  const sys = SYSTEMS.filter((s) => systems.has(s));
+  if (results.ingest) {
+    out.push(
+      table(
+        `Ingest: ${CFG.ingest.conns} connections, pipelined (${CFG.ingest.window / CFG.ingest.batch} × ${CFG.ingest.batch}-event pushes in flight), ~300-byte events`,
+        ['system', 'acked ev/s', 'p50 ms', 'p99 ms', 'ack means'],
+        sys.map((s) => {
+          const c = results.ingest![s];
+          const m = c?.median ?? {};
+          return [LABEL[s], fmt(m.eventsPerSec), fmt(m.p50Ms), fmt(m.p99Ms), cellNote(c)];
+        }),
+      ),
+    );
+  }
+  if (results.fanout) {
+    const rc = CFG.fanout.receivers;
+    out.push(
+      table(
+        `Fan-out: 1 writer at ${CFG.fanout.rate} ev/s, push-to-receive latency (ms) at ${rc.join(' / ')} receivers`,
+        ['system', ...rc.flatMap((r) => [`p50 @${r}`, `p99 @${r}`, `p999 @${r}`]), 'notes'],
+        sys.map((s) => {
+          if (s === 'sqlitefloor') return [LABEL[s], ...rc.flatMap(() => ['—', '—', '—']), 'n/a: no network'];
+          const cells = rc.map((r) => results.fanout![`${s}@${r}`]);
+          const errs = cells.filter((c) => c?.error).map((c) => c!.error!.split('\n')[0]!.slice(0, 80));
+          const lost = cells.map((c) => c?.median.lost ?? 0).reduce((a, b) => a + (b ?? 0), 0);
+          return [
+            LABEL[s],
+            ...cells.flatMap((c) => [fmt(c?.median.p50Ms), fmt(c?.median.p99Ms), fmt(c?.median.p999Ms)]),
+            errs.length ? `FAILED: ${errs[0]}` : lost ? `${lost} events not received` : '',
+          ];
+        }),
+      ),
+    );
+  }
+  if (results.catchup) {
+    out.push(
+      table(
+        `Catch-up: a ${CFG.catchup.events.toLocaleString('en-US')}-event backlog (first 10% = warm-up)`,
+        ['system', 'applied ev/s', 'stream-only ev/s', 'notes'],
+        sys.map((s) => {
+          const c = results.catchup![s];
+          return [LABEL[s], fmt(c?.median.appliedPerSec), fmt(c?.median.streamPerSec), cellNote(c)];
+        }),
+      ),
+    );
+  }
+  if (results.conns) {
+    out.push(
+      table(
+        `Connections: ${CFG.conns.count.toLocaleString('en-US')} idle authenticated sockets from ${CFG.conns.workers} client processes`,
+        ['system', 'connect all (s)', 'server RSS MB', 'KB/socket', '1 event to all (ms)', 'notes'],
+        sys.map((s) => {
+          const c = results.conns![s];
+          const m = c?.median ?? {};
+          return [LABEL[s], fmt(m.connectSec), fmt(m.rssIdleMB, 0), fmt(m.rssPerSocketKB, 1), fmt(m.fanoutAllMs, 1), cellNote(c)];
+        }),
+      ),
+    );
+  }
+
+  // Targets (2-core machine): printed as met/missed, never asserted.
+  const targets: { target: string; value: string; met: boolean | null }[] = [];
+  const get = (sc: string, key: string, fig: string) => results[sc]?.[key]?.median[fig] ?? null;
+  if (results.ingest) {
+    const v = get('ingest', 'synchub', 'eventsPerSec');
+    const floor = get('ingest', 'sqlitefloor', 'eventsPerSec');
+    targets.push({ target: 'ingest >= 150,000 acked events/s with 10 pushers', value: fmt(v), met: v === null ? null : v >= 150_000 });
+    targets.push({
+      target: 'ingest >= 40% of the raw SQLite batched floor',
+      value: v !== null && floor ? `${Math.round((v / floor) * 100)}% of ${fmt(floor)}` : '—',
+      met: v !== null && floor ? v >= 0.4 * floor : null,
+    });
+  }
+  if (results.fanout) {
+    const p99 = (s: string, r: number) => get('fanout', `${s}@${r}`, 'p99Ms');
+    const one = p99('synchub', 1);
+    targets.push({ target: 'fan-out p99 < 1.5 ms, 1 receiver at 1,000 ev/s', value: `${fmt(one)} ms`, met: one === null ? null : one < 1.5 });
+    for (const r of CFG.fanout.receivers) {
+      const mine = p99('synchub', r);
+      const peers = (['hocuspocus', 'ywebsocket', 'logux'] as const).map((s) => [s, p99(s, r)] as const).filter(([, v]) => v !== null);
+      const worse = peers.filter(([, v]) => mine !== null && mine > v!);
+      targets.push({
+        target: `fan-out p99 @${r} no worse than every peer`,
+        value: `${fmt(mine)} ms vs ${peers.map(([s, v]) => `${s} ${fmt(v)}`).join(', ') || 'no peer ran'}`,
+        met: mine === null || peers.length === 0 ? null : worse.length === 0,
+      });
+    }
+    const last = CFG.fanout.receivers[CFG.fanout.receivers.length - 1]!;
+    const mine = p99('synchub', last);
+    const floor = p99('wsfloor', last);
+    targets.push({
+      target: `fan-out p99 @${last} within 1.5x of the raw ws floor`,
+      value: mine !== null && floor ? `${fmt(mine)} ms = ${fmt(mine / floor)}x of ${fmt(floor)} ms` : '—',
+      met: mine !== null && floor ? mine <= 1.5 * floor : null,
+    });
+  }
+  if (results.catchup) {
+    const v = get('catchup', 'synchub', 'appliedPerSec');
+    targets.push({ target: 'agent catch-up >= 100,000 events/s applied', value: fmt(v), met: v === null ? null : v >= 100_000 });
+  }
+  if (results.conns) {
+    const v = get('conns', 'synchub', 'rssIdleMB');
+    const n = get('conns', 'synchub', 'sockets');
+    targets.push({
+      target: `${CFG.conns.count.toLocaleString('en-US')} idle sockets, hub RSS < 500 MB`,
+      value: `${fmt(v, 0)} MB with ${fmt(n, 0)} sockets`,
+      met: v === null || n === null ? null : v < 500 && n >= CFG.conns.count,
+    });
+  }
+  out.push(
+    table(
+      'Targets (2-core machine; reported, not asserted)',
+      ['target', 'synchub', 'status'],
+      targets.map((t) => [t.target, t.value, t.met === null ? 'not measured' : t.met ? 'met' : 'MISSED']),
+    ),
+  );
+  return { text: out.join('\n'), targets };
+}
+
+// ---------------------------------------------------------------- main
+
+const started = Date.now();
+const m = machine();
+log(`synchub bench: ${m.cores} cores (${m.cpu}), Node ${m.node}, SQLite ${m.sqlite}; runs=${CFG.runs}${quick ? ' (quick)' : ''}; scenarios: ${[...only].join(',')}`);
+if (only.has('ingest')) await scenarioIngest();
+if (only.has('fanout')) await scenarioFanout();
+if (only.has('catchup')) await scenarioCatchup();
+if (only.has('conns')) await scenarioConns();
+
+const { text, targets } = report();
+const date = new Date().toISOString();
+const outPath = flags.out ?? join(BENCH_DIR, 'results', `${date.replace(/:/g, '-').replace(/\..*/, '')}${quick ? '-quick' : ''}.json`);
+mkdirSync(join(BENCH_DIR, 'results'), { recursive: true });
+writeFileSync(
+  outPath,
+  JSON.stringify(
+    {
+      date,
+      command: `npm run bench -- ${process.argv.slice(2).join(' ')}`.trim(),
+      durationSec: Math.round((Date.now() - started) / 1000),
+      machine: m,
+      config: CFG,
+      results,
+      targets,
+    },
+    null,
+    2,
+  ) + '\n',
+);
+const header = `Machine: ${m.cores} cores (${m.cpu}), ${m.memoryGiB} GiB, ${m.os}; Node ${m.node}; SQLite ${m.sqlite} (better-sqlite3 ${m.versions['better-sqlite3']}); median of ${CFG.runs} run(s)\n`;
+process.stdout.write(`\n${header}\n${text}\nresults: ${outPath} (${Math.round((Date.now() - started) / 1000)} s)\n`);
+if (flags.profile) {
+  const dir = join(BENCH_DIR, 'results', 'profiles');
+  if (existsSync(dir)) process.stdout.write(`profiles: ${readdirSync(dir).map((d) => join(dir, d)).join(', ')}\n  summarize: node --import tsx profile-summary.ts <dir>\n`);
+}
+process.exit(0);
+void newHist;

@@ -1,0 +1,260 @@
+// A server under test, alone in its own process (so it never shares an event loop
+// with the load generator). Started by run.ts; configured by a `start` message:
+//   {system, db?, port?, preload?}  -> replies {type:'ready', port}
+// then answers {type:'rss'} with its memory use and {type:'stop'} by closing and exiting
+// (a clean exit, so that --cpu-prof can write its profile).
+import { createServer, type IncomingMessage } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import type { Duplex } from 'node:stream';
+import { WebSocketServer, type WebSocket } from 'ws';
+import * as Y from 'yjs';
+import { childFatal, fromParent, makeRow, type ServerSystem } from '../lib/common.ts';
+import { CHANNEL, DOC, SECRET } from '../lib/clients.ts';
+
+interface StartMsg {
+  type: 'start';
+  system: ServerSystem;
+  /** synchub: hub database file (project and token already created). */
+  db?: string;
+  /** Logux picks no free port by itself: the orchestrator passes one. */
+  port?: number;
+  /** Catch-up: events already in the server before any client connects (wsfloor, Yjs servers). */
+  preload?: number;
+}
+
+process.on('uncaughtException', childFatal);
+process.on('unhandledRejection', childFatal);
+
+const start = await fromParent<StartMsg>('start');
+let close: () => Promise<void> = async () => {};
+let port: number;
+
+switch (start.system) {
+  case 'synchub':
+    ({ port, close } = await startSynchub(start));
+    break;
+  case 'wsfloor':
+    ({ port, close } = await startWsFloor(start));
+    break;
+  case 'hocuspocus':
+    ({ port, close } = await startHocuspocus(start));
+    break;
+  case 'ywebsocket':
+    ({ port, close } = await startYWebsocket(start));
+    break;
+  case 'logux':
+    ({ port, close } = await startLogux(start));
+    break;
+  default:
+    throw new Error(`unknown system ${String(start.system)}`);
+}
+
+process.on('message', (m: { type: string }) => {
+  if (m.type === 'rss') {
+    const mem = process.memoryUsage();
+    process.send!({ type: 'rss', rss: mem.rss, heapUsed: mem.heapUsed, external: mem.external });
+  } else if (m.type === 'stop') {
+    const hard = setTimeout(() => process.exit(0), 5000);
+    hard.unref();
+    close()
+      .catch(() => {})
+      .finally(() => process.exit(0));
+  }
+});
+process.on('disconnect', () => process.exit(0));
+process.send!({ type: 'ready', port });
+
+// ---------------------------------------------------------------- synchub: the real Hub over a real SQLite file
+
+async function startSynchub(s: StartMsg) {
+  const { Hub } = await import('../../hub/server.ts');
+  const { SqliteEventStore } = await import('../../hub/store/sqlite.ts');
+  const store = new SqliteEventStore(s.db!);
+  const hub = new Hub(store, { port: 0, host: '127.0.0.1' });
+  const port = await hub.listen();
+  return { port, close: () => hub.close() };
+}
+
+// ---------------------------------------------------------------- the floor: raw ws broadcast, no storage
+
+/**
+ * The least a broadcast server speaking synchub's frames must do: parse the push,
+ * number its events, ack, and send one events frame to every socket. No auth, no
+ * validation, no storage, no cursor.
+ */
+async function startWsFloor(s: StartMsg) {
+  const sockets = new Set<WebSocket>();
+  let head = 0;
+  const backlog: string[] = [];
+  if (s.preload) {
+    const ts = new Date().toISOString();
+    for (let i = 1; i <= s.preload; i++) {
+      const row = makeRow(0, i, Number.MAX_SAFE_INTEGER);
+      backlog.push(
+        JSON.stringify({
+          serverSeq: i,
+          deviceId: 'preload',
+          sessionId: 's',
+          clientActionId: i,
+          actionType: 'create',
+          entityType: 'items',
+          entityId: row.id,
+          payload: { schemaVersion: 1, newData: row, previousData: null },
+          clientTimestamp: ts,
+          serverTimestamp: ts,
+        }),
+      );
+    }
+    head = s.preload;
+  }
+  const wss = new WebSocketServer({ host: '127.0.0.1', port: 0, perMessageDeflate: false, maxPayload: 8 * 1024 * 1024 });
+  await new Promise<void>((r) => wss.once('listening', () => r()));
+  wss.on('connection', (ws) => {
+    ws.on('error', () => {});
+    ws.on('close', () => sockets.delete(ws));
+    let deviceId = '';
+    ws.on('message', (data) => {
+      const f = JSON.parse(String(data)) as {
+        type: string;
+        deviceId?: string;
+        afterSeq?: number;
+        batch?: number;
+        events?: { clientActionId: number; [k: string]: unknown }[];
+      };
+      if (f.type === 'hello') {
+        deviceId = f.deviceId!;
+        ws.send(JSON.stringify({ type: 'welcome', project: 'floor', deviceId, headSeq: head }));
+        if (backlog.length && f.afterSeq! < backlog.length) void streamBacklog(ws, f.afterSeq!);
+        sockets.add(ws);
+      } else if (f.type === 'push') {
+        const ts = new Date().toISOString();
+        const acks: { clientActionId: number; serverSeq: number }[] = [];
+        let body = '{"type":"events","events":[';
+        f.events!.forEach((e, i) => {
+          const serverSeq = ++head;
+          acks.push({ clientActionId: e.clientActionId, serverSeq });
+          body += (i ? ',' : '') + JSON.stringify({ serverSeq, deviceId, ...e, serverTimestamp: ts });
+        });
+        const frame = Buffer.from(`${body}],"throughSeq":${head},"headSeq":${head}}`);
+        ws.send(JSON.stringify({ type: 'ack', batch: f.batch, acks, rejected: [] }));
+        for (const s of sockets) s.send(frame);
+      }
+    });
+  });
+  async function streamBacklog(ws: WebSocket, afterSeq: number) {
+    for (let from = afterSeq; from < backlog.length && ws.readyState === ws.OPEN; from += 1000) {
+      const page = backlog.slice(from, from + 1000);
+      const through = from + page.length;
+      const frame = `{"type":"events","events":[${page.join(',')}],"throughSeq":${through},"headSeq":${head}}`;
+      await new Promise<void>((resolve) => {
+        ws.send(frame, () => resolve());
+        if (ws.bufferedAmount < 1024 * 1024) resolve();
+      });
+    }
+  }
+  const port = (wss.address() as AddressInfo).port;
+  return {
+    port,
+    close: () =>
+      new Promise<void>((r) => {
+        for (const s of sockets) s.terminate();
+        wss.close(() => r());
+      }),
+  };
+}
+
+/** The Yjs peers' catch-up document: `n` rows, each set in its own transaction (one update per event). */
+function preloadUpdate(n: number): Uint8Array {
+  const doc = new Y.Doc();
+  const map = doc.getMap<unknown>('items');
+  for (let i = 1; i <= n; i++) {
+    const row = makeRow(0, i, Number.MAX_SAFE_INTEGER);
+    doc.transact(() => map.set(row.id, { ...row }));
+  }
+  return Y.encodeStateAsUpdate(doc);
+}
+
+// ---------------------------------------------------------------- Hocuspocus
+
+async function startHocuspocus(s: StartMsg) {
+  const { Server } = await import('@hocuspocus/server');
+  const preload = s.preload ? preloadUpdate(s.preload) : null;
+  const server = new Server({
+    port: 0,
+    address: '127.0.0.1',
+    quiet: true,
+    stopOnSignals: false,
+    async onAuthenticate({ token }: { token: string }) {
+      if (token !== SECRET) throw new Error('bad token');
+    },
+    async onLoadDocument({ document }: { document: Y.Doc }) {
+      if (preload) Y.applyUpdate(document, preload);
+    },
+  });
+  await server.listen();
+  const port = (server.httpServer.address() as AddressInfo).port;
+  return { port, close: () => server.destroy() };
+}
+
+// ---------------------------------------------------------------- y-websocket (@y/websocket-server)
+
+async function startYWebsocket(s: StartMsg) {
+  const { setupWSConnection, getYDoc } = await import('@y/websocket-server/utils');
+  if (s.preload) Y.applyUpdate(getYDoc(DOC), preloadUpdate(s.preload));
+  const wss = new WebSocketServer({ noServer: true, perMessageDeflate: false });
+  const http = createServer((_req, res) => {
+    res.writeHead(200, { 'content-type': 'text/plain' });
+    res.end('okay');
+  });
+  // y-websocket leaves auth to the app; its README checks the request in the upgrade handler.
+  http.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
+    const url = new URL(req.url ?? '/', 'http://x');
+    if (url.searchParams.get('token') !== SECRET) {
+      socket.end('HTTP/1.1 401 Unauthorized\r\nConnection: close\r\n\r\n');
+      return;
+    }
+    wss.handleUpgrade(req, socket, head, (ws) => setupWSConnection(ws, req, { docName: url.pathname.slice(1) }));
+  });
+  await new Promise<void>((r) => http.listen(0, '127.0.0.1', () => r()));
+  const port = (http.address() as AddressInfo).port;
+  return {
+    port,
+    close: () =>
+      new Promise<void>((r) => {
+        for (const ws of wss.clients) ws.terminate();
+        http.close(() => r());
+        http.closeAllConnections();
+      }),
+  };
+}
+
+// ---------------------------------------------------------------- Logux (@logux/server, production mode)
+
+async function startLogux(s: StartMsg) {
+  process.env.NODE_ENV = 'production';
+  const { Server } = await import('@logux/server');
+  // Production deployments log at `warn`: per-action info lines would measure the logger, not the server.
+  const write = (level: string) => (details: unknown, msg?: string) =>
+    process.stderr.write(`[logux ${level}] ${msg ?? ''} ${JSON.stringify(details).slice(0, 300)}\n`);
+  const logger = { debug() {}, info() {}, warn: write('warn'), error: write('error'), fatal: write('fatal') };
+  const server = new Server(
+    Server.loadOptions(process, {
+      subprotocol: 1,
+      minSubprotocol: 1,
+      host: '127.0.0.1',
+      port: s.port!,
+      env: 'production',
+      root: process.cwd(),
+      logger,
+    } as never),
+  );
+  server.auth(({ token }: { token: string }) => token === SECRET);
+  server.channel(CHANNEL, { access: () => true });
+  server.type('bench/event', {
+    access: () => true,
+    resend: () => ({ channel: CHANNEL }),
+    process: () => {},
+  });
+  await server.listen();
+  return { port: s.port!, close: () => server.destroy() };
+}
