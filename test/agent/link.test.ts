@@ -1,0 +1,127 @@
+// The agent's link: backoff shape, resume after a hub restart, and detection of a
+// dead link that never closes (a stalled TCP path).
+import { createServer, Socket, type Server } from 'node:net';
+import type { AddressInfo } from 'node:net';
+import { afterEach, describe, expect, it } from 'vitest';
+import { Backoff } from '../../agent/backoff.ts';
+import { Link, syncUrl } from '../../agent/link.ts';
+import { startHub, type TestHub } from '../kit/hub.ts';
+import { eventually } from '../kit/ws-client.ts';
+
+const cleanups: (() => Promise<void> | void)[] = [];
+afterEach(async () => {
+  for (const c of cleanups.splice(0).reverse()) await c();
+});
+
+describe('Backoff', () => {
+  it('draws uniformly below an exponentially growing ceiling, capped, and resets', () => {
+    let r = 0.999;
+    const b = new Backoff({ baseMs: 250, capMs: 30_000 }, () => r);
+    const ceilings = Array.from({ length: 10 }, () => b.next());
+    expect(ceilings).toEqual([250, 500, 999, 1998, 3996, 7992, 15984, 29970, 29970, 29970]);
+    r = 0;
+    expect(b.next()).toBe(0); // full jitter: may be anything down to zero
+    b.reset();
+    r = 0.999;
+    expect(b.next()).toBe(250);
+  });
+});
+
+describe('syncUrl', () => {
+  it('appends the sync path to a base URL and keeps a full one', () => {
+    expect(syncUrl('ws://h:8787', 'p')).toBe('ws://h:8787/v1/projects/p/sync');
+    expect(syncUrl('wss://h/base/', 'p')).toBe('wss://h/base/v1/projects/p/sync');
+    expect(syncUrl('ws://h:1/v1/projects/p/sync', 'other')).toBe('ws://h:1/v1/projects/p/sync');
+    expect(() => syncUrl('http://h', 'p')).toThrow(/ws:\/\//);
+  });
+});
+
+/** A TCP proxy on loopback that can stop forwarding without closing anything (a black hole). */
+async function stallingProxy(target: number): Promise<{ port: number; stall(): void; server: Server }> {
+  let stalled = false;
+  const sockets = new Set<Socket>();
+  const server = createServer((client) => {
+    const upstream = new Socket();
+    upstream.connect(target, '127.0.0.1');
+    sockets.add(client).add(upstream);
+    client.on('data', (d) => void (!stalled && upstream.write(d)));
+    upstream.on('data', (d) => void (!stalled && client.write(d)));
+    const end = () => {
+      client.destroy();
+      upstream.destroy();
+    };
+    client.on('close', end).on('error', end);
+    upstream.on('close', end).on('error', end);
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  cleanups.push(() => {
+    for (const s of sockets) s.destroy();
+    return new Promise<void>((r) => server.close(() => r()));
+  });
+  return { port: (server.address() as AddressInfo).port, stall: () => (stalled = true), server };
+}
+
+describe('Link', () => {
+  let hub: TestHub;
+
+  it('notices a link that went silent (no close, no pong) within the dead-link bound', async () => {
+    hub = await startHub();
+    cleanups.push(() => hub.close());
+    const proxy = await stallingProxy(hub.port);
+    const link = new Link({
+      url: syncUrl(`ws://127.0.0.1:${proxy.port}`, hub.project),
+      token: hub.token,
+      deviceId: 'd1',
+      afterSeq: () => 0,
+      pingIntervalMs: 200,
+      deadAfterMs: 600,
+      backoffBaseMs: 10,
+      backoffCapMs: 50,
+    });
+    cleanups.push(() => link.stop());
+    const downs: string[] = [];
+    let welcomes = 0;
+    link.on('down', (d) => downs.push(d.reason));
+    link.on('welcome', () => welcomes++);
+    link.start();
+    await eventually(() => welcomes === 1, 'first welcome');
+    const stalledAt = Date.now();
+    proxy.stall();
+    await eventually(() => downs.length > 0, 'the link to be declared dead', 5000);
+    const detectedIn = Date.now() - stalledAt;
+    expect(downs[0]).toMatch(/presumed dead/);
+    expect(detectedIn).toBeLessThan(2000);
+  });
+
+  it('reconnects with the current cursor after the hub goes away and comes back on the same port', async () => {
+    hub = await startHub();
+    const port = hub.port;
+    let cursor = 7;
+    const hellos: number[] = [];
+    const link = new Link({ url: syncUrl(hub.url, hub.project), token: hub.token, deviceId: 'd2', afterSeq: () => {
+      hellos.push(cursor);
+      return 0; // the hub's head is 0: a real cursor of 7 would be cursor_ahead
+    }, backoffBaseMs: 10, backoffCapMs: 100 });
+    cleanups.push(() => link.stop());
+    let welcomes = 0;
+    link.on('welcome', () => welcomes++);
+    link.start();
+    await eventually(() => welcomes === 1, 'first welcome');
+    cursor = 9;
+    const { dbPath } = hub;
+    // Keep the database file: close the hub but not its temp dir.
+    await hub.hub.close();
+    await eventually(() => link.state !== 'open', 'link to notice the hub is gone');
+    const { Hub } = await import('../../hub/server.ts');
+    const { SqliteEventStore } = await import('../../hub/store/sqlite.ts');
+    const again = new Hub(new SqliteEventStore(dbPath), { port, host: '127.0.0.1' });
+    await again.listen();
+    cleanups.push(async () => {
+      await again.close();
+      await hub.close();
+    });
+    await eventually(() => welcomes === 2, 'welcome from the restarted hub', 5000);
+    expect(hellos[0]).toBe(7);
+    expect(hellos.at(-1)).toBe(9);
+  });
+});
