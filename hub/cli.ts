@@ -1,5 +1,7 @@
 // `synchub hub ...`: serve, and the admin commands that act on the store directly.
+import { existsSync } from 'node:fs';
 import { z } from 'zod';
+import { SyncError } from '../shared/errors.ts';
 import { parseCommand, portFlag, UsageError } from '../shared/cli.ts';
 import { createLogger } from '../shared/log.ts';
 import { Hub } from './server.ts';
@@ -12,9 +14,13 @@ const DEFAULT_DB = './data/hub.db';
 const storeFlags = { db: { type: 'string' }, postgres: { type: 'string' } } as const;
 const storeSchema = { db: z.string().min(1).optional(), postgres: z.string().optional() };
 
-function openStore(flags: { db?: string; postgres?: string }): EventStore {
+function openStore(flags: { db?: string; postgres?: string }, create = false): EventStore {
   if (flags.postgres !== undefined) throw new UsageError('--postgres is not available in this version; use --db (SQLite)');
-  return new SqliteEventStore(flags.db ?? DEFAULT_DB);
+  const path = flags.db ?? DEFAULT_DB;
+  // Only `serve` and `project create` may create the database: any other admin command
+  // on a missing (e.g. mistyped) --db fails instead of leaving a new empty hub db behind.
+  if (!create && path !== ':memory:' && !existsSync(path)) throw new SyncError('no_database', `no hub database at ${path}`);
+  return new SqliteEventStore(path);
 }
 
 const USAGE = `usage:
@@ -45,7 +51,7 @@ async function serve(argv: string[]): Promise<void> {
     z.object({ port: portFlag.default(8787), host: z.string().min(1).default('127.0.0.1'), ...storeSchema, positionals: z.array(z.string()).max(0) }),
   );
   const log = createLogger('synchub-hub');
-  const store = openStore(flags);
+  const store = openStore(flags, true);
   const hub = new Hub(store, { port: flags.port, host: flags.host }, log);
   const port = await hub.listen();
   const db = flags.db ?? DEFAULT_DB;
@@ -78,8 +84,8 @@ const projectArg = z.string().superRefine((name, ctx) => {
   }
 });
 
-async function withStore<T>(flags: { db?: string; postgres?: string }, fn: (store: EventStore) => Promise<T>): Promise<T> {
-  const store = openStore(flags);
+async function withStore<T>(flags: { db?: string; postgres?: string }, fn: (store: EventStore) => Promise<T>, create = false): Promise<T> {
+  const store = openStore(flags, create);
   try {
     return await fn(store);
   } finally {
@@ -90,7 +96,7 @@ async function withStore<T>(flags: { db?: string; postgres?: string }, fn: (stor
 async function projectCreate(argv: string[]): Promise<void> {
   const f = parseCommand(argv, storeFlags, z.object({ ...storeSchema, positionals: z.tuple([projectArg]) }));
   const name = f.positionals[0];
-  await withStore(f, (s) => s.createProject(name));
+  await withStore(f, (s) => s.createProject(name), true);
   process.stdout.write(`created project ${name}\n`);
 }
 
@@ -114,7 +120,11 @@ async function tokenCreate(argv: string[]): Promise<void> {
 
 async function tokenList(argv: string[]): Promise<void> {
   const f = parseCommand(argv, { project: { type: 'string' }, ...storeFlags }, z.object({ project: projectArg, ...storeSchema, positionals: z.tuple([]) }));
-  const tokens = await withStore(f, (s) => s.listTokens(f.project));
+  const tokens = await withStore(f, async (s) => {
+    // An unknown project is bad input (a typo), not an empty list.
+    if (!(await s.projectExists(f.project))) throw new SyncError('unknown_project', `project ${f.project} does not exist`);
+    return s.listTokens(f.project);
+  });
   for (const t of tokens) {
     process.stdout.write(`${t.id}\t${t.role}\tcreated=${t.createdAt}\t${t.revokedAt ? `revoked=${t.revokedAt}` : 'active'}\n`);
   }

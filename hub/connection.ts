@@ -177,7 +177,8 @@ export class Connection implements Subscriber {
         if (!frame) {
           const page = await this.deps.store.readAfter(this.project, this.cursor, pageEvents);
           if (page.length === 0 || this.isClosed()) return;
-          frame = buildFrame(page, channel.head);
+          // Bounded in size too: with large events the frame covers only a prefix of the page.
+          frame = buildFrame(page, channel.head, this.deps.options.maxFrameBytes);
           this.deps.metrics.backlogReads.inc();
         }
         this.cursor = frame.throughSeq;

@@ -16,12 +16,24 @@ export interface Subscriber {
   wake(): void;
 }
 
-/** Build an events frame from events' JSON texts (no re-serialisation of the events). */
-export function buildFrame(events: StoredEvent[], headSeq: number): Frame {
+/** Envelope of an events frame around its events, with room for two seqs. */
+const FRAME_OVERHEAD = 100;
+
+/**
+ * Build an events frame from events' JSON texts (no re-serialisation of the events).
+ * The frame holds the longest prefix of `events` that fits in `maxChars` (always at
+ * least one event): frames are bounded in size, not only in count, so large events
+ * never make a frame past a client's maxPayload or V8's string limit. Callers send
+ * what the frame covers (`throughSeq`), not the whole list.
+ */
+export function buildFrame(events: StoredEvent[], headSeq: number, maxChars = Infinity): Frame {
   const first = events[0]!.seq;
-  const through = events[events.length - 1]!.seq;
+  let n = 1;
+  let size = FRAME_OVERHEAD + events[0]!.json.length;
+  while (n < events.length && size + 1 + events[n]!.json.length <= maxChars) size += 1 + events[n++]!.json.length;
+  const through = events[n - 1]!.seq;
   let body = '{"type":"events","events":[';
-  for (let i = 0; i < events.length; i++) body += (i ? ',' : '') + events[i]!.json;
+  for (let i = 0; i < n; i++) body += (i ? ',' : '') + events[i]!.json;
   body += `],"throughSeq":${through},"headSeq":${headSeq}}`;
   return { data: Buffer.from(body), firstSeq: first, throughSeq: through };
 }
@@ -38,6 +50,8 @@ export class ProjectChannel {
     public head: number,
     private readonly tailMax: number,
     private readonly pageEvents: number,
+    /** Size bound of one frame (see buildFrame). */
+    private readonly maxFrameChars = Infinity,
   ) {}
 
   /** Record a commit's events (in seq order) and wake every subscriber. */
@@ -47,7 +61,7 @@ export class ProjectChannel {
     // Trim in chunks so the array is not shifted on every commit.
     if (this.tail.length > this.tailMax * 1.5) this.tail = this.tail.slice(this.tail.length - this.tailMax);
     this.head = events[events.length - 1]!.seq;
-    this.lastFrame = events.length <= this.pageEvents ? buildFrame(events, this.head) : null;
+    this.lastFrame = events.length <= this.pageEvents ? buildFrame(events, this.head, this.maxFrameChars) : null;
     for (const s of this.subscribers) s.wake();
   }
 
@@ -61,6 +75,6 @@ export class ProjectChannel {
     if (cursor + 1 < start) return null;
     const from = cursor + 1 - start;
     const events = this.tail.slice(from, from + this.pageEvents);
-    return events.length ? buildFrame(events, this.head) : null;
+    return events.length ? buildFrame(events, this.head, this.maxFrameChars) : null;
   }
 }

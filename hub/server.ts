@@ -71,7 +71,7 @@ export class Hub {
     let loading = this.loadingChannels.get(project);
     if (!loading) {
       loading = this.store.headSeq(project).then((head) => {
-        const ch = new ProjectChannel(project, head, this.options.tailEvents, this.options.pageEvents);
+        const ch = new ProjectChannel(project, head, this.options.tailEvents, this.options.pageEvents, this.options.maxFrameBytes);
         this.channels.set(project, ch);
         return ch;
       });

@@ -1,0 +1,136 @@
+// Guarantee 5 (isolation) and the upgrade-time refusals: no socket is opened for a
+// missing, malformed, unknown, revoked or wrong-project token; a read token cannot push.
+import { randomBytes } from 'node:crypto';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { CloseCode, ErrorCode } from '../../shared/errors.ts';
+import { syncPath } from '../../shared/protocol.ts';
+import { connectionCount, metricValue, startHub, type TestHub } from '../kit/hub.ts';
+import { closeAllClients, makeEvent, SyncClient, upgradeRefusal } from '../kit/ws-client.ts';
+
+let h: TestHub;
+beforeEach(async () => {
+  h = await startHub();
+});
+afterEach(async () => {
+  await closeAllClients();
+  await h.close();
+});
+
+const bearer = (token: string) => ({ authorization: `Bearer ${token}` });
+const httpUrl = (path: string) => `http://127.0.0.1:${h.port}${path}`;
+
+describe('auth at the upgrade', () => {
+  it('refuses bad or missing tokens with 401 and opens no socket', async () => {
+    const url = h.url + syncPath('p1');
+    const [, id] = /^shub_([0-9a-f]{16})_/.exec(h.token)!;
+    const revoked = await h.createToken('p1');
+    await h.store.revokeToken(/^shub_([0-9a-f]{16})_/.exec(revoked)![1]!, new Date().toISOString());
+    const cases: [string, Record<string, string>][] = [
+      ['no Authorization header', {}],
+      ['empty bearer', { authorization: 'Bearer ' }],
+      ['not a bearer scheme', { authorization: `Basic ${Buffer.from('a:b').toString('base64')}` }],
+      ['malformed token', bearer('not-a-token')],
+      ['token with extra text', { authorization: `Bearer ${h.token} extra` }],
+      ['unknown token id', bearer(`shub_${randomBytes(8).toString('hex')}_${randomBytes(32).toString('base64url')}`)],
+      ['right id, wrong secret', bearer(`shub_${id}_${randomBytes(32).toString('base64url')}`)],
+      ['revoked token', bearer(revoked)],
+    ];
+    for (const [name, headers] of cases) {
+      const refusal = await upgradeRefusal(url, headers);
+      expect(refusal.status, name).toBe(401);
+    }
+    expect(connectionCount(h.hub)).toBe(0);
+    expect(await metricValue(h.hub, 'synchub_auth_failures_total', { status: '401' })).toBe(cases.length);
+    // The real token still works.
+    const ok = await SyncClient.open(h.url, 'p1', h.token, 'dev-ok');
+    expect(ok.closeInfo).toBeNull();
+  });
+
+  it('refuses a token of another project with 403, and an unknown project with 403', async () => {
+    await h.createProject('p2');
+    const t2 = await h.createToken('p2');
+    expect((await upgradeRefusal(h.url + syncPath('p1'), bearer(t2))).status).toBe(403);
+    expect((await upgradeRefusal(h.url + syncPath('p2'), bearer(h.token))).status).toBe(403);
+    expect((await upgradeRefusal(h.url + syncPath('nosuch'), bearer(h.token))).status).toBe(403);
+    expect(connectionCount(h.hub)).toBe(0);
+  });
+
+  it('answers unknown paths with 404', async () => {
+    for (const path of ['/', '/v1/projects/p1', '/v1/projects/p1/sync/extra', '/v1/projects//sync', '/v2/projects/p1/sync', '/v1/projects/p1/pull', '/v1/projects/%E0%A4%A/sync']) {
+      expect((await upgradeRefusal(`${h.url}${path}`, bearer(h.token))).status, path).toBe(404);
+    }
+    expect(connectionCount(h.hub)).toBe(0);
+  });
+
+  it('revoking a token refuses new connections from then on', async () => {
+    const t = await h.createToken('p1');
+    const c = await SyncClient.open(h.url, 'p1', t, 'dev-a');
+    await h.store.revokeToken(/^shub_([0-9a-f]{16})_/.exec(t)![1]!, new Date().toISOString());
+    expect((await upgradeRefusal(h.url + syncPath('p1'), bearer(t))).status).toBe(401);
+    await c.close();
+  });
+
+  it('a read token can connect and stream, but a push is forbidden and stores nothing', async () => {
+    const readToken = await h.createToken('p1', 'read');
+    const writer = await SyncClient.open(h.url, 'p1', h.token, 'writer');
+    await writer.push(1, [makeEvent(1), makeEvent(2)]);
+    const reader = await SyncClient.open(h.url, 'p1', readToken, 'reader');
+    await reader.waitForSeq(2);
+    await writer.push(2, [makeEvent(3)]);
+    await reader.waitForSeq(3);
+    expect(reader.seqs).toEqual([1, 2, 3]);
+
+    reader.send({ type: 'push', batch: 1, events: [makeEvent(100)] });
+    const close = await reader.waitForClose();
+    expect(reader.errors.map((e) => e.code)).toEqual([ErrorCode.Forbidden]);
+    expect(close).toEqual({ code: CloseCode.PolicyViolation, reason: ErrorCode.Forbidden });
+    expect(await h.store.headSeq('p1')).toBe(3);
+
+    // Also when the push is pipelined right behind the hello.
+    const eager = await SyncClient.connect(h.url, 'p1', readToken);
+    eager.send({ type: 'hello', protocol: 1, deviceId: 'eager', afterSeq: 0 });
+    eager.send({ type: 'push', batch: 1, events: [makeEvent(101)] });
+    await eager.waitForClose();
+    expect(eager.errors.map((e) => e.code)).toEqual([ErrorCode.Forbidden]);
+    expect(await h.store.headSeq('p1')).toBe(3);
+
+    // The writer was not disturbed.
+    const ack = await writer.push(3, [makeEvent(4)]);
+    expect(ack.acks[0]!.serverSeq).toBe(4);
+  });
+
+  it('an admin token can push', async () => {
+    const admin = await h.createToken('p1', 'admin');
+    const c = await SyncClient.open(h.url, 'p1', admin, 'dev-admin');
+    const ack = await c.push(1, [makeEvent(1)]);
+    expect(ack.acks).toEqual([{ clientActionId: 1, serverSeq: 1 }]);
+  });
+});
+
+describe('HTTP endpoints', () => {
+  it('/healthz answers 200 with the connection count', async () => {
+    let res = await fetch(httpUrl('/healthz'));
+    expect(res.status).toBe(200);
+    expect(await res.json()).toEqual({ ok: true, connections: 0 });
+    await SyncClient.open(h.url, 'p1', h.token, 'dev-a');
+    res = await fetch(httpUrl('/healthz'));
+    expect(await res.json()).toEqual({ ok: true, connections: 1 });
+  });
+
+  it('/metrics answers in the Prometheus text format with the hub counters', async () => {
+    const c = await SyncClient.open(h.url, 'p1', h.token, 'dev-a');
+    await c.push(1, [makeEvent(1), makeEvent(2)]);
+    const res = await fetch(httpUrl('/metrics'));
+    expect(res.status).toBe(200);
+    expect(res.headers.get('content-type')).toMatch(/^text\/plain/);
+    const text = await res.text();
+    expect(text).toMatch(/^synchub_events_committed_total 2$/m);
+    expect(text).toMatch(/^synchub_connections 1$/m);
+    expect(text).toMatch(/^synchub_pushes_total 1$/m);
+  });
+
+  it('other plain HTTP paths get 404', async () => {
+    expect((await fetch(httpUrl('/nope'))).status).toBe(404);
+    expect((await fetch(httpUrl('/v1/projects/p1/sync'))).status).toBe(404);
+  });
+});

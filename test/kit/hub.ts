@@ -1,0 +1,262 @@
+// Test kit: real hubs for tests, chaos runs and benchmarks.
+//
+//   startHub(opts)       an in-process Hub on 127.0.0.1:0 over a real SQLite file in a fresh temp dir
+//   spawnHub(dbPath)     the real CLI (`synchub hub serve`) as a child process, for crash/restart tests
+//   runCli(args)         any `synchub ...` command as a child process, collecting exit code and output
+//   initHubDb(dbPath)    create a project and a token in a hub database file without a running hub
+//   makeTempDir()        a fresh temp dir (removed by the caller, or by removeTempDirs())
+//   serverSocketOf(hub)  test-only peek at the hub's server-side socket of one device
+//
+// Everything binds 127.0.0.1 only. Every wait is bounded by a timeout.
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import type { WebSocket } from 'ws';
+import type { Logger } from '../../shared/log.ts';
+import type { HubOptionsInput } from '../../hub/config.ts';
+import { Hub } from '../../hub/server.ts';
+import type { Role } from '../../hub/store/event-store.ts';
+import { SqliteEventStore } from '../../hub/store/sqlite.ts';
+import { createToken } from '../../hub/tokens.ts';
+
+/** The repository root (where bin/synchub.js lives). */
+export const REPO_ROOT = fileURLToPath(new URL('../..', import.meta.url));
+/** The CLI entry, run with `process.execPath`. */
+export const CLI_PATH = join(REPO_ROOT, 'bin', 'synchub.js');
+
+const tempDirs = new Set<string>();
+
+/** A fresh directory under the OS temp dir. Remembered for removeTempDirs(). */
+export function makeTempDir(prefix = 'synchub-test-'): string {
+  const dir = mkdtempSync(join(tmpdir(), prefix));
+  tempDirs.add(dir);
+  return dir;
+}
+
+/** Remove every dir made by makeTempDir() that still exists (for afterAll). */
+export function removeTempDirs(): void {
+  for (const dir of tempDirs) rmSync(dir, { recursive: true, force: true });
+  tempDirs.clear();
+}
+
+export interface StartHubOptions {
+  /** Project created at start (default 'p1'); null creates none (and no token). */
+  project?: string | null;
+  /** Role of the token created for `project` (default 'write'). */
+  role?: Role;
+  /** Hub options (port and host are fixed to 0 and 127.0.0.1 unless given). */
+  options?: HubOptionsInput;
+  /** Use this database file instead of a fresh one (e.g. written by the CLI). */
+  dbPath?: string;
+  /** Logger for the hub (default silent). */
+  log?: Logger;
+}
+
+export interface TestHub {
+  /** Base URL, `ws://127.0.0.1:PORT`; clients append `/v1/projects/<p>/sync`. */
+  url: string;
+  port: number;
+  hub: Hub;
+  store: SqliteEventStore;
+  dbPath: string;
+  /** The temp dir holding the database (removed by close() when the kit created it). */
+  dir: string;
+  /** The project created at start ('' when none). */
+  project: string;
+  /** A token for `project` with the requested role ('' when none). */
+  token: string;
+  createProject(name: string): Promise<void>;
+  /** Create a token; resolves with the token string and its id. */
+  createToken(project: string, role?: Role): Promise<string>;
+  /** Stop the hub (clean shutdown), close the store, remove the temp dir. Idempotent. */
+  close(): Promise<void>;
+}
+
+/** A real Hub on 127.0.0.1, port 0, over a real SQLite file. */
+export async function startHub(opts: StartHubOptions = {}): Promise<TestHub> {
+  const ownDir = opts.dbPath === undefined;
+  const dir = ownDir ? makeTempDir() : dirname(opts.dbPath!);
+  const dbPath = opts.dbPath ?? join(dir, 'hub.db');
+  const store = new SqliteEventStore(dbPath);
+  const project = opts.project === undefined ? 'p1' : opts.project;
+  let token = '';
+  if (project !== null) {
+    await store.createProject(project);
+    token = (await createToken(store, project, opts.role ?? 'write')).token;
+  }
+  const hub = new Hub(store, { port: 0, host: '127.0.0.1', ...opts.options }, opts.log);
+  const port = await hub.listen();
+  let closing: Promise<void> | null = null;
+  return {
+    url: `ws://127.0.0.1:${port}`,
+    port,
+    hub,
+    store,
+    dbPath,
+    dir,
+    project: project ?? '',
+    token,
+    createProject: (name) => store.createProject(name),
+    createToken: async (p, role = 'write') => (await createToken(store, p, role)).token,
+    close() {
+      closing ??= (async () => {
+        await hub.close();
+        await store.close();
+        if (ownDir) {
+          rmSync(dir, { recursive: true, force: true });
+          tempDirs.delete(dir);
+        }
+      })();
+      return closing;
+    },
+  };
+}
+
+/** Create `project` (if missing) and a token in a hub database file; the file is closed again. */
+export async function initHubDb(dbPath: string, project = 'p1', role: Role = 'write'): Promise<string> {
+  const store = new SqliteEventStore(dbPath);
+  try {
+    if (!(await store.projectExists(project))) await store.createProject(project);
+    return (await createToken(store, project, role)).token;
+  } finally {
+    await store.close();
+  }
+}
+
+export interface ExitInfo {
+  code: number | null;
+  signal: NodeJS.Signals | null;
+}
+
+export interface SpawnedHub {
+  /** Base URL, `ws://127.0.0.1:PORT`. */
+  url: string;
+  port: number;
+  pid: number;
+  proc: ChildProcess;
+  /** Everything written to stdout / stderr so far. */
+  stdout(): string;
+  stderr(): string;
+  /** Send a signal (default SIGTERM); no-op once exited. */
+  kill(signal?: NodeJS.Signals): void;
+  /** Resolves when the process has exited. */
+  exited: Promise<ExitInfo>;
+  /** SIGKILL if still running, and wait for the exit. For afterEach. */
+  stop(): Promise<ExitInfo>;
+}
+
+const LISTENING_RE = /listening on ws:\/\/([^\s:]+):(\d+)/;
+
+/**
+ * Run `synchub hub serve --port P --db F` as a child process and wait for its
+ * "listening on ws://HOST:PORT" line (which carries the bound port, also with port 0).
+ */
+export async function spawnHub(dbPath: string, port = 0, opts: { timeoutMs?: number; env?: NodeJS.ProcessEnv } = {}): Promise<SpawnedHub> {
+  const proc = spawn(process.execPath, [CLI_PATH, 'hub', 'serve', '--port', String(port), '--host', '127.0.0.1', '--db', dbPath], {
+    cwd: REPO_ROOT,
+    stdio: ['ignore', 'pipe', 'pipe'],
+    env: { ...process.env, SYNCHUB_LOG_LEVEL: 'warn', ...opts.env },
+  });
+  let out = '';
+  let err = '';
+  proc.stdout!.setEncoding('utf8').on('data', (d: string) => (out += d));
+  proc.stderr!.setEncoding('utf8').on('data', (d: string) => (err += d));
+  const exited = new Promise<ExitInfo>((resolve) => proc.once('exit', (code, signal) => resolve({ code, signal })));
+  const kill = (signal: NodeJS.Signals = 'SIGTERM') => {
+    if (proc.exitCode === null && proc.signalCode === null) proc.kill(signal);
+  };
+  const stop = async () => {
+    kill('SIGKILL');
+    return exited;
+  };
+  const bound = await new Promise<number>((resolve, reject) => {
+    const timeoutMs = opts.timeoutMs ?? 20_000;
+    const timer = setTimeout(() => {
+      kill('SIGKILL');
+      reject(new Error(`hub did not print its listening line within ${timeoutMs} ms; stderr: ${err}`));
+    }, timeoutMs);
+    const onData = () => {
+      const m = LISTENING_RE.exec(out);
+      if (!m) return;
+      clearTimeout(timer);
+      proc.stdout!.off('data', onData);
+      resolve(Number(m[2]));
+    };
+    proc.stdout!.on('data', onData);
+    void exited.then((e) => {
+      clearTimeout(timer);
+      reject(new Error(`hub exited (${e.code ?? e.signal}) before listening; stderr: ${err}`));
+    });
+  });
+  return {
+    url: `ws://127.0.0.1:${bound}`,
+    port: bound,
+    pid: proc.pid!,
+    proc,
+    stdout: () => out,
+    stderr: () => err,
+    kill,
+    exited,
+    stop,
+  };
+}
+
+export interface CliResult extends ExitInfo {
+  stdout: string;
+  stderr: string;
+}
+
+/** Run `synchub <args...>` to completion (killed after timeoutMs). */
+export function runCli(args: string[], opts: { timeoutMs?: number; env?: NodeJS.ProcessEnv } = {}): Promise<CliResult> {
+  return new Promise((resolve, reject) => {
+    const proc = spawn(process.execPath, [CLI_PATH, ...args], {
+      cwd: REPO_ROOT,
+      stdio: ['ignore', 'pipe', 'pipe'],
+      env: { ...process.env, ...opts.env },
+    });
+    let stdout = '';
+    let stderr = '';
+    proc.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
+    proc.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
+    const timeoutMs = opts.timeoutMs ?? 20_000;
+    const timer = setTimeout(() => {
+      proc.kill('SIGKILL');
+      reject(new Error(`synchub ${args.join(' ')} did not finish within ${timeoutMs} ms`));
+    }, timeoutMs);
+    proc.once('error', (e) => {
+      clearTimeout(timer);
+      reject(e);
+    });
+    proc.once('close', (code, signal) => {
+      clearTimeout(timer);
+      resolve({ code, signal, stdout, stderr });
+    });
+  });
+}
+
+/**
+ * The hub's own server-side socket for a connected device (test-only: reads
+ * Hub internals, so a test can check what the hub buffers for that connection).
+ */
+export function serverSocketOf(hub: Hub, deviceId: string): WebSocket | undefined {
+  const connections = (hub as unknown as { connections: Set<{ deviceId: string; ws: WebSocket }> }).connections;
+  for (const c of connections) if (c.deviceId === deviceId) return c.ws;
+  return undefined;
+}
+
+/** Number of device connections the hub currently holds (test-only internals). */
+export function connectionCount(hub: Hub): number {
+  return (hub as unknown as { connections: Set<unknown> }).connections.size;
+}
+
+/** A counter's value from the hub's Prometheus registry (sum over labels matching `labels`). */
+export async function metricValue(hub: Hub, name: string, labels: Record<string, string> = {}): Promise<number> {
+  const metric = hub.metrics.registry.getSingleMetric(name);
+  if (!metric) throw new Error(`no metric ${name}`);
+  const { values } = await metric.get();
+  return values
+    .filter((v) => Object.entries(labels).every(([k, val]) => (v.labels as Record<string, unknown>)[k] === val))
+    .reduce((sum, v) => sum + v.value, 0);
+}
