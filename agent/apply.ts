@@ -8,7 +8,7 @@ import { entityTable } from '../shared/td-actions.ts';
 import { nowIso } from '../shared/time.ts';
 import { APPLYING_GUARD_SQL, APPLYING_GUARD_TABLE, STATE_ROW, quoteIdent, tableColumns } from './app-db.ts';
 import type { LocalChange, Row } from './outbox.ts';
-import { changedColumns, columnsWritten, entityKey, isConflict, loadUndelivered } from './rebase.ts';
+import { changedColumns, columnsWritten, entityKey, isConflict, loadUndelivered, type Undelivered } from './rebase.ts';
 
 export { APPLYING_GUARD_SQL, APPLYING_GUARD_TABLE };
 
@@ -481,14 +481,20 @@ export class ApplyEngine {
       let local: LocalChange[] | undefined;
       if (pending.size > 0) {
         const key = entityKey(table, ev.entityId);
-        local = pending.get(key);
-        if (own && local) {
-          const rest = local.filter((c) => c.rowid !== ev.clientActionId);
-          if (rest.length !== local.length) {
+        let list: Undelivered[] | undefined = pending.get(key);
+        if (own && list) {
+          // Delivered: from here on the log orders it.
+          const rest = list.filter((u) => u.rowid !== ev.clientActionId);
+          if (rest.length !== list.length) {
             if (rest.length) pending.set(key, rest);
             else pending.delete(key);
-            local = rest.length ? rest : undefined;
+            list = rest.length ? rest : undefined;
           }
+        }
+        if (list) {
+          local = [];
+          for (const u of list) if (u.change) local.push(u.change);
+          if (local.length === 0) local = undefined;
         }
       }
       // Our own change coming back: the stream is also its ack (an ack frame can be lost to a drop).

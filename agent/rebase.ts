@@ -12,6 +12,7 @@
 // remote update of the omitted columns; creates written by td and by `agent init` triggers carry the
 // full row, for which the result is exact.
 import type Database from 'better-sqlite3';
+import { entityTable } from '../shared/td-actions.ts';
 import { cached } from './app-db.ts';
 import { OUTBOX_NOT_QUARANTINED, OUTBOX_ROW_COLUMNS, decodeOutboxRow, type LocalChange, type OutboxRow, type Row } from './outbox.ts';
 
@@ -42,9 +43,31 @@ export const ACKED_UNDELIVERED_SQL = `SELECT ${OUTBOX_ROW_COLUMNS} FROM action_l
     AND a.synced_at IS NOT NULL AND a.rowid > ? AND IFNULL(a.undone, 0) = 0`;
 
 /**
+ * One undelivered outbox row. Decoding (JSON.parse of its data) waits until a remote event actually
+ * needs it re-applied: most rows found for a frame are its own events coming back, which need nothing.
+ */
+export class Undelivered {
+  private decoded: LocalChange | null | undefined;
+  constructor(
+    readonly rowid: number,
+    private readonly row: OutboxRow,
+    private readonly tables: ReadonlySet<string>,
+  ) {}
+
+  /** The change, or null when the row cannot be decoded (it is quarantined by the outbox, never pushed). */
+  get change(): LocalChange | null {
+    if (this.decoded === undefined) {
+      const d = decodeOutboxRow(this.row, this.tables);
+      this.decoded = d.ok ? d.change : null;
+    }
+    return this.decoded;
+  }
+}
+
+/**
  * The undelivered local changes of the given entities, grouped by entityKey, each list in rowid order.
- * Rows that cannot be decoded (or are quarantined) are left out: they never reach the log, so
- * re-applying them would keep this device apart from every other one.
+ * Rows for other tables, without an entity id, or quarantined are left out: they never reach the log,
+ * so re-applying them would keep this device apart from every other one.
  */
 export function loadUndelivered(
   db: Db,
@@ -52,8 +75,8 @@ export function loadUndelivered(
   adoptedRowid: number,
   entityIds: string[],
   tables: ReadonlySet<string>,
-): Map<string, LocalChange[]> {
-  const out = new Map<string, LocalChange[]>();
+): Map<string, Undelivered[]> {
+  const out = new Map<string, Undelivered[]>();
   if (entityIds.length === 0) return out;
   const ids = JSON.stringify(entityIds);
   const unacked = cached(db, UNACKED_SQL).all(ids, cursor) as OutboxRow[];
@@ -63,12 +86,13 @@ export function loadUndelivered(
   const rows = acked.length === 0 ? unacked : [...unacked, ...acked];
   rows.sort((a, b) => a.rowid - b.rowid);
   for (const row of rows) {
-    const d = decodeOutboxRow(row, tables);
-    if (!d.ok) continue;
-    const key = entityKey(d.change.table, d.change.entityId);
+    const table = entityTable(String(row.entity_type ?? ''));
+    if (!tables.has(table) || typeof row.entity_id !== 'string' || row.entity_id === '') continue;
+    const key = entityKey(table, row.entity_id);
+    const item = new Undelivered(row.rowid, row, tables);
     const list = out.get(key);
-    if (list) list.push(d.change);
-    else out.set(key, [d.change]);
+    if (list) list.push(item);
+    else out.set(key, [item]);
   }
   return out;
 }

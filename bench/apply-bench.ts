@@ -1,6 +1,7 @@
 // Apply throughput: a 100,000-event backlog (creates and field-level updates from another device,
 // in frames of 500, as the hub pages a backlog) applied to an app DB file. Prints one JSON line.
-//   npx tsx bench/apply-bench.ts [events] [frameSize] [remote|own|acked]
+//   npx tsx bench/apply-bench.ts [events] [frameSize] [remote|adopt|own|acked]
+// `adopt`: a freshly backfilled device gets its own 100k creates back (one pending row per entity).
 // `own`: the events are this device's own pushes coming back while every one of them is still
 // pending in action_log: each is confirmed and its entity's later changes rebased (worst case).
 // `acked`: the same, but every push was acked before the stream delivers it (the acked-but-
@@ -15,7 +16,7 @@ import type { SyncEvent } from '../shared/event.ts';
 
 const total = Number(process.argv[2] ?? 100_000);
 const frameSize = Number(process.argv[3] ?? 500);
-const mode = process.argv[4] === 'own' || process.argv[4] === 'acked' ? process.argv[4] : 'remote';
+const mode = ['adopt', 'own', 'acked'].includes(process.argv[4] ?? '') ? process.argv[4]! : 'remote';
 const dir = mkdtempSync(join(tmpdir(), 'synchub-apply-bench-'));
 const path = join(dir, 'app.db');
 
@@ -39,7 +40,7 @@ try {
   let created = 0;
   for (let seq = 1; seq <= total; seq++) {
     const ts = new Date(Date.UTC(2026, 0, 1) + seq).toISOString();
-    const isUpdate = created > 0 && seq % 5 >= 3;
+    const isUpdate = mode !== 'adopt' && created > 0 && seq % 5 >= 3;
     const id = isUpdate ? `i${(seq * 7919) % created}` : `i${created++}`;
     const row = { id, title: `title ${seq}`, status: 'open', priority: seq % 4, labels: ['a', 'b'], description: 'x'.repeat(80), deleted_at: null, created_at: ts, updated_at: ts };
     events.push({
