@@ -217,6 +217,8 @@ export function ensureSyncSchema(db: Db): void {
     const row = db.prepare('SELECT rowid, device_id FROM sync_state ORDER BY rowid LIMIT 1').get() as
       | { rowid: number; device_id: string | null }
       | undefined;
+    if (row?.device_id) return;
+    // First time: rows some earlier sync system marked synced are not ours to rebase (see adopted_rowid).
     const adopted = (db.prepare('SELECT IFNULL(MAX(rowid), 0) AS m FROM action_log WHERE synced_at IS NOT NULL').get() as { m: number }).m;
     const now = nowIso();
     if (!row) {
@@ -224,7 +226,7 @@ export function ensureSyncSchema(db: Db): void {
         `INSERT INTO sync_state (device_id, session_id, last_pulled_server_seq, status, adopted_rowid, updated_at)
          VALUES (?, ?, 0, 'disconnected', ?, ?)`,
       ).run(randomUUID(), `ses-${randomUUID()}`, adopted, now);
-    } else if (!row.device_id) {
+    } else {
       // td's own sync_state row: its cursor counts another server's seqs, so start ours at 0.
       db.prepare(
         `UPDATE sync_state SET device_id = ?, session_id = ?, last_pulled_server_seq = 0, status = 'disconnected',

@@ -5,7 +5,7 @@ import type Database from 'better-sqlite3';
 import { IDENTIFIER_RE } from '../shared/limits.ts';
 import { entityTable, mapActionType } from '../shared/td-actions.ts';
 import { nowIso } from '../shared/time.ts';
-import { getCursor, quoteIdent, tableColumns } from './app-db.ts';
+import { getSyncState, quoteIdent, tableColumns } from './app-db.ts';
 
 type Db = Database.Database;
 
@@ -29,14 +29,19 @@ function rowJsonSql(cols: string[]): string {
  *
  * Like td, a row counts as covered when it has a non-undone action_log row whose action maps to
  * create (td's names included) — a row that only has updates logged is backfilled too, since
- * other devices could not apply those updates without it. Unlike td, soft-deleted rows are included:
+ * other devices could not apply those updates without it. A create that was already marked synced
+ * when the agent adopted the file (by td's own sync, to another server) does not count. Unlike td, soft-deleted rows are included:
  * they are rows like any other and every device should hold them. new_data is the whole row
  * (json_object over table_info, one INSERT ... SELECT per table), previous_data NULL, timestamp now.
  * BLOB values cannot travel in JSON events: a table holding one fails with an error naming it.
  */
 export function backfill(db: Db, tables: string[], sessionId: string): number {
   return db.transaction(() => {
-    if (getCursor(db) !== 0) return 0;
+    const state = getSyncState(db);
+    if (state.cursor !== 0) return 0;
+    // Creates an earlier sync system (td's HTTP sync) marked synced never reached this hub: they do not
+    // cover their rows. Only pending creates, or ones this agent pushed, do.
+    const adopted = state.adoptedRowid;
     const wanted = new Set(tables);
     db.exec('CREATE TEMP TABLE IF NOT EXISTS sync_backfill_seen (tbl TEXT NOT NULL, entity_id TEXT NOT NULL, PRIMARY KEY (tbl, entity_id)) WITHOUT ROWID');
     db.exec('DELETE FROM temp.sync_backfill_seen');
@@ -44,16 +49,17 @@ export function backfill(db: Db, tables: string[], sessionId: string): number {
       // Which (entity_type, action_type) pairs are creates of a synced table: decided in JS, where the
       // td vocabulary lives; then one indexed copy of the ids they cover.
       const pairs = db
-        .prepare('SELECT DISTINCT entity_type, action_type FROM action_log WHERE IFNULL(undone, 0) = 0')
-        .all() as Array<{ entity_type: string | null; action_type: string | null }>;
+        .prepare('SELECT DISTINCT entity_type, action_type FROM action_log WHERE IFNULL(undone, 0) = 0 AND (synced_at IS NULL OR rowid > ?)')
+        .all(adopted) as Array<{ entity_type: string | null; action_type: string | null }>;
       const copy = db.prepare(
         `INSERT OR IGNORE INTO temp.sync_backfill_seen (tbl, entity_id)
-         SELECT ?, entity_id FROM action_log WHERE entity_type = ? AND action_type = ? AND IFNULL(undone, 0) = 0 AND entity_id IS NOT NULL`,
+         SELECT ?, entity_id FROM action_log WHERE entity_type = ? AND action_type = ? AND IFNULL(undone, 0) = 0
+           AND entity_id IS NOT NULL AND (synced_at IS NULL OR rowid > ?)`,
       );
       for (const p of pairs) {
         if (p.entity_type === null || p.action_type === null) continue;
         const table = entityTable(p.entity_type);
-        if (wanted.has(table) && mapActionType(p.action_type) === 'create') copy.run(table, p.entity_type, p.action_type);
+        if (wanted.has(table) && mapActionType(p.action_type) === 'create') copy.run(table, p.entity_type, p.action_type, adopted);
       }
 
       // td's action_log has `id INTEGER PRIMARY KEY AUTOINCREMENT` (the rowid): let SQLite number it.

@@ -106,6 +106,24 @@ describe('backfill', () => {
     }
   });
 
+  it('backfills rows whose creates an earlier sync system marked synced (they never reached this hub)', () => {
+    const path = tmp.path('synced.db');
+    makeAppDb(path);
+    const app = new AppWriter(path);
+    app.create('issues', { id: 'old', title: 'synced by td' });
+    app.db.exec("UPDATE action_log SET synced_at = '2025-01-01 00:00:00', server_seq = 77");
+    app.create('issues', { id: 'new', title: 'pending' });
+    app.close();
+    const adopted = openAppDb(path);
+    try {
+      ensureSyncSchema(adopted);
+      expect(backfill(adopted, APP_TABLES, 's')).toBe(1);
+      expect(adopted.prepare("SELECT entity_id FROM action_log WHERE session_id = 's'").pluck().all()).toEqual(['old']);
+    } finally {
+      adopted.close();
+    }
+  });
+
   it('handles 100k rows in well under a few seconds', () => {
     db.exec(`WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 100000)
              INSERT INTO comments (id, issue_id, body, created_at) SELECT 'bulk-' || i, 'i1', 'body ' || i, '2026-01-01' FROM n`);
