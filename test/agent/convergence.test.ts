@@ -4,7 +4,7 @@
 // every device equals replay(log).
 import fc from 'fast-check';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { getSyncState, openAppDb, type Db } from '../../agent/app-db.ts';
+import { getSyncState, type Db } from '../../agent/app-db.ts';
 import { ApplyEngine, RowApplier } from '../../agent/apply.ts';
 import { OUTBOX_NOT_QUARANTINED, OUTBOX_ROW_COLUMNS, decodeOutboxRow, markAcked, readPending, type OutboxRow } from '../../agent/outbox.ts';
 import { dedupKey, type SyncEvent } from '../../shared/event.ts';
@@ -219,6 +219,3 @@ describe('convergence (property)', () => {
     ]);
   });
 });
-
-// Keep openAppDb referenced for readers looking for how the kit opens DBs.
-void openAppDb;
