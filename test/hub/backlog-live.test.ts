@@ -65,6 +65,8 @@ async function switchScenario(options: HubOptionsInput, seed: number) {
   for (const r of readers) {
     expect(r.client.seqs.length, `reader after ${r.afterSeq}`).toBe(head - r.afterSeq);
     expect(r.client.seqs).toEqual(range(r.afterSeq + 1, head));
+    // Every frame's headSeq is at least its throughSeq.
+    expect(r.client.headBehindFrames).toBe(0);
   }
   // Writers receive the whole log too.
   await Promise.all(writers.map((w) => w.waitForSeq(head)));

@@ -1,6 +1,7 @@
 // Guarantee 6: bad input gets a clear answer (an `error` frame with a stable code,
 // then a close) and changes nothing; other connections carry on. Well-formed but
 // unacceptable events are rejected one by one, the rest of their batch is kept.
+import Database from 'better-sqlite3';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { CloseCode, ErrorCode, RejectReason } from '../../shared/errors.ts';
 import { startHub, type TestHub } from '../kit/hub.ts';
@@ -187,6 +188,36 @@ describe('bad frames', () => {
     const full = await c.push(2, makeEvents(100, MAX_BATCH));
     expect(full.acks).toHaveLength(MAX_BATCH);
     expect(c.closeInfo).toBeNull();
+  });
+
+  it('a commit that fails in the store stores nothing of the push, answers store_unavailable, and leaves no gap', async () => {
+    await witnessStillWorks();
+    const headBefore = await h.store.headSeq('p1');
+    // Make the store's transaction fail on its third insert, after two rows were written.
+    const db = new Database(h.dbPath);
+    db.exec(`CREATE TRIGGER fail_666 BEFORE INSERT ON events WHEN NEW.client_action_id = 666 BEGIN SELECT RAISE(ABORT, 'injected failure'); END`);
+    try {
+      const c = await SyncClient.open(h.url, 'p1', h.token, 'dev-fail');
+      c.send({ type: 'push', batch: 1, events: [makeEvent(1), makeEvent(2), makeEvent(666)] });
+      const close = await c.waitForClose();
+      expect(c.errors.map((e) => e.code)).toEqual([ErrorCode.StoreUnavailable]);
+      expect(close.code).toBe(CloseCode.Internal);
+      expect(c.acks.size).toBe(0);
+      expect(await h.store.headSeq('p1')).toBe(headBefore);
+      expect(await h.store.readAfter('p1', headBefore, 10)).toEqual([]);
+    } finally {
+      db.exec('DROP TRIGGER fail_666');
+      db.close();
+    }
+    // The retry is stored in full, right after the old head, and the stream has no gap.
+    const retry = await SyncClient.open(h.url, 'p1', h.token, 'dev-fail', headBefore);
+    const ack = await retry.push(1, [makeEvent(1), makeEvent(2), makeEvent(666)]);
+    expect(ack.acks.map((a) => a.serverSeq)).toEqual([headBefore + 1, headBefore + 2, headBefore + 3]);
+    await retry.waitForSeq(headBefore + 3);
+    expect(retry.seqs).toEqual([headBefore + 1, headBefore + 2, headBefore + 3]);
+    await witnessStillWorks();
+    await witness.waitForSeq(headBefore + 4);
+    expect(witness.seqs).toEqual(Array.from({ length: headBefore + 4 }, (_, i) => i + 1));
   });
 
   it('accepts the timestamp formats the protocol allows', async () => {

@@ -72,6 +72,8 @@ export class SyncClient {
   readonly inbox: ServerFrame[] = [];
   /** Number of events frames received. */
   eventFrames = 0;
+  /** Events frames whose headSeq was below their throughSeq (a hub inconsistency; should stay 0). */
+  headBehindFrames = 0;
   /** Size in bytes and event count of every events frame received, in arrival order. */
   readonly eventFrameSizes: { bytes: number; events: number }[] = [];
   /** Set once the socket closed. */
@@ -162,6 +164,7 @@ export class SyncClient {
     if (frame.type === 'events') {
       this.eventFrames++;
       this.eventFrameSizes.push({ bytes: buf.length, events: frame.events.length });
+      if (frame.headSeq < frame.throughSeq) this.headBehindFrames++;
       const now = performance.now();
       for (const e of frame.events) {
         this.seqs.push(e.serverSeq);
