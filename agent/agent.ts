@@ -3,6 +3,7 @@
 import { EventEmitter } from 'node:events';
 import type Database from 'better-sqlite3';
 import { z } from 'zod';
+import { MAX_FRAME_BYTES } from '../shared/limits.ts';
 import { silentLogger, type Logger } from '../shared/log.ts';
 import type { AckFrame, EventsFrame } from '../shared/protocol.ts';
 import { openAppDb, ensureSyncSchema, bindProject, getSyncState, setConnectionStatus, syncedTables } from './app-db.ts';
@@ -12,6 +13,9 @@ import { Link, LinkState, syncUrl } from './link.ts';
 import { markAcked, quarantineOutbound, readPending, countPending } from './outbox.ts';
 import { Pusher } from './pusher.ts';
 import { DataVersionWatcher } from './watch.ts';
+
+/** Payload bytes per push: a quarter of the hub's frame limit leaves room for the envelope and escaping. */
+const PUSH_PAYLOAD_BUDGET = MAX_FRAME_BYTES / 4;
 
 export const AgentOptionsSchema = z.object({
   /** Path of the app's SQLite database. */
@@ -106,7 +110,7 @@ export class Agent extends EventEmitter<AgentEvents> {
     this.pusher = new Pusher(
       {
         readPending: (afterRowid, limit) =>
-          readPending(db, { afterRowid, limit, tables: this.tables, fallbackSessionId: state.sessionId }),
+          readPending(db, { afterRowid, limit, tables: this.tables, fallbackSessionId: state.sessionId, maxBytes: PUSH_PAYLOAD_BUDGET }),
         send: (frame) => this.link.send(frame),
         settle: (ack) => this.settle(ack),
         log: this.log,

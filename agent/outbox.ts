@@ -118,6 +118,11 @@ export interface ReadPendingOptions {
   tables: string[];
   /** Session id for rows without one (sync_state.session_id). */
   fallbackSessionId: string;
+  /**
+   * Stop before the page's payloads pass this many bytes (a page always holds at least one event):
+   * several large rows together must still fit in one push frame.
+   */
+  maxBytes?: number;
 }
 
 export interface PendingPage {
@@ -147,14 +152,20 @@ export function readPending(db: Db, opts: ReadPendingOptions): PendingPage {
   const tables = new Set(opts.tables);
   const events: PushEvent[] = [];
   const bad: Array<{ row: OutboxRow; error: string }> = [];
+  const maxBytes = opts.maxBytes ?? Infinity;
+  let bytes = 0;
+  let lastRowid = opts.afterRowid;
   for (const row of rows) {
+    const size = approxBytes(row);
+    if (events.length > 0 && bytes + size > maxBytes) break;
+    lastRowid = row.rowid;
     const d = decodeOutboxRow(row, tables);
     if (!d.ok) {
       bad.push({ row, error: d.error });
       continue;
     }
     const c = d.change;
-    if (approxBytes(row) > MAX_OUTBOX_EVENT_BYTES) {
+    if (size > MAX_OUTBOX_EVENT_BYTES) {
       bad.push({ row, error: `row is larger than a push frame allows (${MAX_OUTBOX_EVENT_BYTES} bytes)` });
       continue;
     }
@@ -176,13 +187,14 @@ export function readPending(db: Db, opts: ReadPendingOptions): PendingPage {
       continue;
     }
     events.push(event);
+    bytes += size;
   }
   if (bad.length > 0) {
     db.transaction(() => {
       for (const b of bad) quarantineRow(db, b.row, b.error);
     })();
   }
-  return { events, lastRowid: rows.length > 0 ? rows[rows.length - 1]!.rowid : opts.afterRowid };
+  return { events, lastRowid };
 }
 
 function quarantineRow(db: Db, row: OutboxRow, error: string): void {

@@ -8,7 +8,8 @@ export function nowIso(): string {
  * td's Go formats) and return it as ISO-8601 UTC, or null when it cannot be read.
  */
 export function toIso(value: string): string | null {
-  let text = value.trim();
+  // Go appends the monotonic clock reading (" m=+0.000123") to time.String(); it is not a time.
+  let text = value.trim().replace(/ m=[+-]\d+(\.\d+)?$/, '');
   if (text === '') return null;
   // Go's time.String(): "2006-01-02 15:04:05.999 -0700 MST" -> drop the zone name.
   const go = /^(\d{4}-\d\d-\d\d) (\d\d:\d\d:\d\d(?:\.\d+)?) ([+-]\d{4})(?: \S+)?$/.exec(text);

@@ -50,6 +50,17 @@ describe('readPending', () => {
     expect(page.events[1]!.payload.newData).toMatchObject({ title: 'B' });
   });
 
+  it('stops a page before its payloads pass maxBytes, always taking at least one row', () => {
+    const big = 'x'.repeat(10_000);
+    const ids = [1, 2, 3, 4].map((i) => app.create('comments', { id: `c${i}`, body: big }));
+    const opts = { limit: 100, tables: APP_TABLES, fallbackSessionId: fallback, maxBytes: 25_000 };
+    const p1 = readPending(db, { ...opts, afterRowid: 0 });
+    expect(p1.events.map((e) => e.clientActionId)).toEqual(ids.slice(0, 2));
+    expect(p1.lastRowid).toBe(ids[1]);
+    const p2 = readPending(db, { ...opts, afterRowid: p1.lastRowid, maxBytes: 5_000 });
+    expect(p2.events.map((e) => e.clientActionId)).toEqual([ids[2]]);
+  });
+
   it('pages with afterRowid and limit', () => {
     const ids = [1, 2, 3, 4, 5].map((i) => app.create('comments', { id: `c${i}`, body: 'x' }));
     const p1 = read(0, 2);

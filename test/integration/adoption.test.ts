@@ -111,6 +111,29 @@ describe('adopting an existing database', () => {
   });
 });
 
+describe('`agent init` on td\'s own action_log schema', () => {
+  it('fills an INTEGER id and a NOT NULL session_id', async () => {
+    const path = tmp.path('td.db');
+    makeAppDb(path, { actionLog: false });
+    const app = new Database(path);
+    app.exec(`CREATE TABLE action_log (id INTEGER PRIMARY KEY AUTOINCREMENT, session_id TEXT NOT NULL, action_type TEXT NOT NULL,
+      entity_type TEXT NOT NULL, entity_id TEXT NOT NULL, previous_data TEXT DEFAULT '', new_data TEXT DEFAULT '',
+      timestamp DATETIME NOT NULL DEFAULT CURRENT_TIMESTAMP)`);
+    app.close();
+    const r = await runCli(['agent', 'init', '--db', path, '--tables', 'issues']);
+    expect(r.code, r.stderr).toBe(0);
+    devices = [new Device('td', path, hub), ...makeDevices(tmp.dir, hub, ['peer'])];
+    const [td, peer] = devices as [Device, Device];
+    for (const d of devices) d.start();
+    td.writer.db.prepare("INSERT INTO issues (id, title) VALUES ('t1', 'captured')").run();
+    await eventually(() => peer.writer.row('issues', 't1')?.title === 'captured', 'captured insert to travel');
+    const logged = td.writer.db.prepare('SELECT id, session_id FROM action_log').all() as { id: number; session_id: string }[];
+    expect(logged).toHaveLength(1);
+    expect(typeof logged[0]!.id).toBe('number');
+    expect(logged[0]!.session_id).toMatch(/^ses-/);
+  });
+});
+
 describe('poison events', () => {
   it('an event for an unknown table or with a malformed payload is quarantined and the stream moves on', async () => {
     devices = makeDevices(tmp.dir, hub, ['a']);
