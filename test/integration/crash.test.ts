@@ -102,4 +102,17 @@ describe('kill -9 of the agent', () => {
     expect(log).toHaveLength(20_000);
     expect(reader.writer.row('issues', 'p-19998')).toMatchObject({ status: 'done' });
   });
+
+  it('SIGTERM stops the daemon cleanly: exit 0, status stopped, unpushed changes still pending', async () => {
+    devices = makeDevices(tmp.dir, hub, ['calm']);
+    const [calm] = devices as [Device];
+    calm.writer.create('issues', { id: 'before', title: 'pushed' });
+    const child = spawnAgent(tmp.dir, calm.path, hub);
+    await eventually(async () => (await hub.store.headSeq(hub.project)) === 1 && calm.status().pending === 0, 'first change pushed', 20_000);
+    child.proc.kill('SIGTERM');
+    expect(await child.exited).toBe(0);
+    expect(calm.status()).toMatchObject({ status: 'stopped', connected: false, cursor: 1, pending: 0 });
+    calm.writer.create('issues', { id: 'after', title: 'written while stopped' });
+    expect(calm.status().pending).toBe(1);
+  });
 });
