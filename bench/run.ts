@@ -31,6 +31,8 @@ import {
 } from './lib/common.ts';
 import { SECRET, connectClient, type Target } from './lib/clients.ts';
 import type { Job } from './load/worker.ts';
+import { cpuSnapshot, foreignCores } from './lib/cpu.ts';
+import { execFileSync } from 'node:child_process';
 
 // ---------------------------------------------------------------- options
 
@@ -62,7 +64,7 @@ const CFG = {
   runs: flags.runs ? Number(flags.runs) : quick ? 1 : 3,
   ingest: { conns: 10, batch: 100, window: 400, entities: 1000, warmupMs: quick ? 1000 : 2000, durationMs: quick ? 2000 : 5000 },
   sqliteFloorBatch: 1000,
-  fanout: { rate: 1000, receivers: quick ? [1, 10, 100] : [1, 10, 100], warmupMs: quick ? 500 : 1000, durationMs: quick ? 2000 : 4000 },
+  fanout: { rate: 1000, receivers: process.env.BENCH_RECEIVERS ? process.env.BENCH_RECEIVERS.split(',').map(Number) : [1, 10, 100], warmupMs: quick ? 500 : 1000, durationMs: quick ? 2000 : 4000 },
   catchup: { events: quick ? 20_000 : 100_000, passes: 2 },
   conns: { count: quick ? 2000 : 10_000, workers: 2, concurrency: 100 },
 };
@@ -138,6 +140,7 @@ async function prepareHubDb(preload = 0): Promise<{ db: string; token: string }>
   const { SqliteEventStore } = await import('../hub/store/sqlite.ts');
   const { createToken } = await import('../hub/tokens.ts');
   const dir = mkdtempSync(join(tmpRoot, 'hub-'));
+  if (preload === 0) pendingRemoval.push(dir);
   const db = join(dir, 'hub.db');
   const store = new SqliteEventStore(db);
   await store.createProject(PROJECT);
@@ -170,7 +173,7 @@ interface Running {
   rss(): Promise<number>;
 }
 
-let profileSeq = 0;
+
 async function startServer(system: ServerSystem, opts: { preload?: number; hubDb?: { db: string; token: string }; profile?: string } = {}): Promise<Running> {
   let hubDb = opts.hubDb;
   if (system === 'synchub' && !hubDb) hubDb = await prepareHubDb();
@@ -179,7 +182,7 @@ async function startServer(system: ServerSystem, opts: { preload?: number; hubDb
   if (opts.profile && system === 'synchub') {
     const dir = join(BENCH_DIR, 'results', 'profiles', opts.profile);
     mkdirSync(dir, { recursive: true });
-    execArgv.push('--cpu-prof', `--cpu-prof-dir=${dir}`, `--cpu-prof-name=hub-${++profileSeq}-${process.pid}.cpuprofile`);
+    execArgv.push("--cpu-prof", `--cpu-prof-dir=${dir}`);
   }
   const child = new Child(`${system} server`, 'servers/server.ts', execArgv, system === 'logux' ? { NODE_ENV: 'production' } : {});
   live.add(child);
@@ -205,8 +208,8 @@ async function startServer(system: ServerSystem, opts: { preload?: number; hubDb
   };
 }
 
-async function runJob<T>(job: Job, timeoutMs: number): Promise<T> {
-  const w = new Child(`worker ${job.kind}`, 'load/worker.ts');
+async function runJob<T>(job: Job, timeoutMs: number, execArgv: string[] = []): Promise<T> {
+  const w = new Child(`worker ${job.kind}`, 'load/worker.ts', execArgv);
   live.add(w);
   try {
     w.send({ type: 'job', job });
@@ -224,6 +227,8 @@ type Figures = Record<string, number | null>;
 interface Cell {
   runs: Figures[];
   median: Figures;
+  /** Per run: average cores that processes outside the benchmark used meanwhile (noise). */
+  foreignCores: (number | null)[];
   note?: string;
   error?: string;
 }
@@ -247,14 +252,18 @@ function medianFigures(runs: Figures[]): Figures {
 
 /** Run fn once per run, keep the figures, take the median; a failure is recorded, not fatal. */
 async function measure(scenario: string, key: string, note: string | undefined, fn: (run: number) => Promise<Figures>): Promise<void> {
-  const cell: Cell = { runs: [], median: {}, note };
+  const cell: Cell = { runs: [], median: {}, foreignCores: [], note };
   (results[scenario] ??= {})[key] = cell;
   for (let run = 1; run <= CFG.runs; run++) {
     log(`${scenario} ${key} run ${run}/${CFG.runs}`);
+    settle();
     try {
+      const before = cpuSnapshot();
       const f = await fn(run);
+      const fc = foreignCores(before, cpuSnapshot());
       cell.runs.push(f);
-      log(`  ${JSON.stringify(f)}`);
+      cell.foreignCores.push(fc === null ? null : Math.round(fc * 100) / 100);
+      log(`  ${JSON.stringify(f)}${fc !== null && fc > 0.1 ? `  (other processes used ${fc.toFixed(2)} cores meanwhile)` : ''}`);
     } catch (err) {
       cell.error = err instanceof Error ? err.message : String(err);
       log(`  FAILED: ${cell.error}`);
@@ -268,8 +277,22 @@ async function measure(scenario: string, key: string, note: string | undefined, 
 }
 
 function na(scenario: string, key: string, note: string): void {
-  (results[scenario] ??= {})[key] = { runs: [], median: {}, note };
+  (results[scenario] ??= {})[key] = { runs: [], median: {}, foreignCores: [], note };
 }
+
+/**
+ * Before each run: flush dirty pages left by the previous one (an fsync on ext4 can wait
+ * for other files' writeback) and drop the previous run's files.
+ */
+function settle(): void {
+  for (const d of pendingRemoval.splice(0)) rmSync(d, { recursive: true, force: true });
+  try {
+    execFileSync('sync', { timeout: 60_000 });
+  } catch {
+    // not fatal: the figures are only noisier
+  }
+}
+const pendingRemoval: string[] = [];
 
 // ---------------------------------------------------------------- notes (what each system's "ack" and store are)
 
@@ -297,7 +320,7 @@ async function scenarioIngest() {
           120_000,
         );
         const s = summarize(decodeHist(r.hist));
-        return { eventsPerSec: Math.round(r.rate), p50Ms: s.p50, p99Ms: s.p99 };
+        return { eventsPerSec: Math.round(r.rate), p50Ms: s.p50, p99Ms: s.p99, serverRssMB: null };
       }
       const srv = await startServer(system, { profile: profile('ingest') });
       try {
@@ -314,12 +337,21 @@ async function scenarioIngest() {
   }
 }
 
+const FANOUT_SQLITE_NOTE = 'durable commit of 1 event per transaction at the same rate: no network (the fsync floor of durable-then-send)';
+
 async function scenarioFanout() {
   const c = CFG.fanout;
   for (const system of SYSTEMS) {
     if (!systems.has(system)) continue;
     if (system === 'sqlitefloor') {
-      na('fanout', system, 'n/a: no network');
+      await measure('fanout', `${system}@1`, FANOUT_SQLITE_NOTE, async () => {
+        const r = await runJob<{ hist: string }>(
+          { kind: 'sqlite-commit', dir: mkdtempSync(join(tmpRoot, 'commit-')), rate: c.rate, warmupMs: c.warmupMs, durationMs: c.durationMs },
+          c.warmupMs + c.durationMs + 60_000,
+        );
+        const s = summarize(decodeHist(r.hist));
+        return { p50Ms: s.p50, p99Ms: s.p99, p999Ms: s.p999, maxMs: s.max };
+      });
       continue;
     }
     for (const receivers of c.receivers) {
@@ -374,6 +406,7 @@ async function scenarioCatchup() {
           const a = await runJob<P>(
             { kind: 'catchup-agent', url: srv.target.url, project: PROJECT, token: srv.target.token!, dir: mkdtempSync(join(tmpRoot, 'agent-')), expect: n, passes },
             600_000,
+            flags.profile ? ['--cpu-prof', `--cpu-prof-dir=${join(BENCH_DIR, 'results', 'profiles', 'catchup-agent')}`] : [],
           );
           const s = await runJob<P>({ kind: 'catchup-stream', target: srv.target, expect: n, passes }, 300_000);
           return { appliedPerSec: Math.round(a.measured.rate), streamPerSec: Math.round(s.measured.rate), totalMs: Math.round(a.measured.totalMs) };
@@ -506,7 +539,12 @@ function report(): { text: string; targets: { target: string; value: string; met
         `Fan-out: 1 writer at ${CFG.fanout.rate} ev/s, push-to-receive latency (ms) at ${rc.join(' / ')} receivers`,
         ['system', ...rc.flatMap((r) => [`p50 @${r}`, `p99 @${r}`, `p999 @${r}`]), 'notes'],
         sys.map((s) => {
-          if (s === 'sqlitefloor') return [LABEL[s], ...rc.flatMap(() => ['—', '—', '—']), 'n/a: no network'];
+          if (s === 'sqlitefloor') {
+            const c = results.fanout![`${s}@1`];
+            const f = (v: number | null | undefined) => rc.map(() => fmt(v));
+            const p50 = f(c?.median.p50Ms), p99 = f(c?.median.p99Ms), p999 = f(c?.median.p999Ms);
+            return [LABEL[s], ...rc.flatMap((_, i) => [p50[i]!, p99[i]!, p999[i]!]), c?.error ? `FAILED: ${c.error.slice(0, 80)}` : FANOUT_SQLITE_NOTE];
+          }
           const cells = rc.map((r) => results.fanout![`${s}@${r}`]);
           const errs = cells.filter((c) => c?.error).map((c) => c!.error!.split('\n')[0]!.slice(0, 80));
           const lost = cells.map((c) => c?.median.lost ?? 0).reduce((a, b) => a + (b ?? 0), 0);
@@ -601,6 +639,18 @@ function report(): { text: string; targets: { target: string; value: string; met
       targets.map((t) => [t.target, t.value, t.met === null ? 'not measured' : t.met ? 'met' : 'MISSED']),
     ),
   );
+  const noise = Object.entries(results).flatMap(([sc, cells]) =>
+    Object.entries(cells).flatMap(([k, c]) => c.foreignCores.filter((v): v is number => v !== null).map((v) => ({ at: `${sc} ${k}`, v }))),
+  );
+  if (noise.length) {
+    const vs = noise.map((n) => n.v);
+    const busy = [...new Set(noise.filter((n) => n.v > 0.25).map((n) => n.at))];
+    out.push(
+      `Noise: processes outside the benchmark used ${fmt(median(vs))} cores on average during a measurement (max ${fmt(Math.max(...vs))}).` +
+        (busy.length ? ` Runs taken while they used > 0.25 cores: ${busy.join(', ')}.` : '') +
+        '\n',
+    );
+  }
   return { text: out.join('\n'), targets };
 }
 

@@ -31,7 +31,8 @@ export type Job =
   | { kind: 'catchup-agent'; url: string; project: string; token: string; dir: string; expect: number; passes: number }
   | { kind: 'catchup-stream'; target: Target; expect: number; passes: number }
   | { kind: 'catchup-y'; target: Target; expect: number; passes: number }
-  | { kind: 'sqlite-apply'; hubDb: string; project: string; dir: string; expect: number; passes: number };
+  | { kind: 'sqlite-apply'; hubDb: string; project: string; dir: string; expect: number; passes: number }
+  | { kind: 'sqlite-commit'; dir: string; rate: number; warmupMs: number; durationMs: number };
 
 async function connectAll(target: Target, n: number, indexBase: number, concurrency: number, make: (i: number) => Parameters<typeof connectClient>[1]) {
   const clients: BenchClient[] = new Array(n);
@@ -144,12 +145,12 @@ function sqliteIngest(j: Extract<Job, { kind: 'sqlite-ingest' }>) {
   const insert = db.prepare('INSERT INTO events (project, server_seq, device_id, session_id, client_action_id, body) VALUES (?, ?, ?, ?, ?, ?)');
   let seq = 0;
   const ts = new Date().toISOString();
+  // The same ~300-byte JSON texts the hub stores, built beforehand: the floor measures SQLite, not string building.
+  const bodies = Array.from({ length: 1000 }, (_, i) => pushEventJson(1_000_000 + i, makeRow(0, i, 1000), ts));
   const tx = db.transaction((n: number) => {
     for (let k = 0; k < n; k++) {
       const s = ++seq;
-      const row = makeRow(0, s, 1000);
-      // The same ~300-byte JSON text the hub stores per event.
-      insert.run('p', s, 'device', 'bench-session', s, pushEventJson(s, row, ts));
+      insert.run('p', s, 'device', 'bench-session', s, bodies[s % 1000]!);
     }
   });
   const hist = newHist();
@@ -171,7 +172,52 @@ function sqliteIngest(j: Extract<Job, { kind: 'sqlite-ingest' }>) {
   return { events, seconds, rate: events / seconds, hist: encodeHist(hist) };
 }
 
+/**
+ * The durable-commit floor of fan-out: one event per transaction at `rate` per second
+ * (WAL, synchronous=FULL). A server that sends an event only once it is durable cannot
+ * beat this latency.
+ */
+async function sqliteCommit(j: Extract<Job, { kind: 'sqlite-commit' }>) {
+  mkdirSync(j.dir, { recursive: true });
+  const db = new Database(join(j.dir, 'commit-floor.db'));
+  db.pragma('journal_mode = WAL');
+  db.pragma('synchronous = FULL');
+  db.exec(HUB_EVENTS_DDL);
+  const insert = db.prepare('INSERT INTO events (project, server_seq, device_id, session_id, client_action_id, body) VALUES (?, ?, ?, ?, ?, ?)');
+  const body = pushEventJson(1, makeRow(0, 1, 1000), new Date().toISOString());
+  const tx = db.transaction((s: number) => insert.run('p', s, 'device', 'bench-session', s, body));
+  const hist = newHist();
+  const start = nowUs();
+  const windowStart = start + j.warmupMs * 1000;
+  const end = windowStart + j.durationMs * 1000;
+  let seq = 0;
+  let inWindow = 0;
+  await new Promise<void>((resolve) => {
+    const tick = () => {
+      const now = nowUs();
+      const due = Math.floor(((now - start) / 1e6) * j.rate);
+      while (seq < due) {
+        const t = nowUs();
+        tx.immediate(++seq);
+        if (t >= windowStart) {
+          hist.recordValue(Math.max(1, nowUs() - t));
+          inWindow++;
+        }
+      }
+      if (now >= end) resolve();
+      else setTimeout(tick, 1);
+    };
+    tick();
+  });
+  db.close();
+  rmSync(j.dir, { recursive: true, force: true });
+  return { commits: inWindow, hist: encodeHist(hist) };
+}
+
 // ---------------------------------------------------------------- fan-out latency
+
+const DEBUG_OUTLIERS = process.env.BENCH_DEBUG_OUTLIERS === '1';
+const outliers: string[] = [];
 
 async function fanout(j: Extract<Job, { kind: 'fanout' }>) {
   const hist = newHist();
@@ -183,6 +229,7 @@ async function fanout(j: Extract<Job, { kind: 'fanout' }>) {
     scanMarks(buf, (sender, sent) => {
       if (sender !== 0 || sent < windowStart || sent >= windowEnd) return;
       hist.recordValue(Math.max(1, now - sent));
+      if (DEBUG_OUTLIERS && now - sent > 5000) outliers.push(`${((sent - windowStart) / 1000).toFixed(1)}ms:+${((now - sent) / 1000).toFixed(1)}`);
       received++;
     });
   };
@@ -214,6 +261,7 @@ async function fanout(j: Extract<Job, { kind: 'fanout' }>) {
     };
     tick();
   });
+  if (DEBUG_OUTLIERS) process.stderr.write(`outliers (send time in window: latency): ${outliers.slice(0, 60).join(' ')}\n`);
   const expected = sentInWindow * j.receivers;
   const until = Date.now() + 5000;
   while (received < expected && Date.now() < until) await sleep(20);
@@ -447,6 +495,9 @@ switch (job.kind) {
     break;
   case 'sqlite-apply':
     result = sqliteApply(job);
+    break;
+  case 'sqlite-commit':
+    result = await sqliteCommit(job);
     break;
 }
 process.send!({ type: 'result', result });

@@ -4,6 +4,7 @@
 // then answers {type:'rss'} with its memory use and {type:'stop'} by closing and exiting
 // (a clean exit, so that --cpu-prof can write its profile).
 import { createServer, type IncomingMessage } from 'node:http';
+import { createRequire } from 'node:module';
 import type { AddressInfo } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { WebSocketServer, type WebSocket } from 'ws';
@@ -12,6 +13,7 @@ import { childFatal, fromParent, makeRow, type ServerSystem } from '../lib/commo
 import { CHANNEL, DOC, SECRET } from '../lib/clients.ts';
 
 interface StartMsg {
+  [k: string]: unknown;
   type: 'start';
   system: ServerSystem;
   /** synchub: hub database file (project and token already created). */
@@ -22,6 +24,7 @@ interface StartMsg {
   preload?: number;
 }
 
+const require = createRequire(import.meta.url);
 process.on('uncaughtException', childFatal);
 process.on('unhandledRejection', childFatal);
 
@@ -70,9 +73,42 @@ async function startSynchub(s: StartMsg) {
   const { Hub } = await import('../../hub/server.ts');
   const { SqliteEventStore } = await import('../../hub/store/sqlite.ts');
   const store = new SqliteEventStore(s.db!);
+  const debug = process.env.BENCH_DEBUG_HUB === '1' ? instrument(store) : null;
   const hub = new Hub(store, { port: 0, host: '127.0.0.1' });
   const port = await hub.listen();
-  return { port, close: () => hub.close() };
+  return {
+    port,
+    close: async () => {
+      await hub.close();
+      debug?.();
+    },
+  };
+}
+
+/**
+ * BENCH_DEBUG_HUB=1: time every store.append (it runs synchronously on the event loop,
+ * fsync included) and the event-loop delay, and print both when the hub stops.
+ */
+function instrument(store: { append: (...a: never[]) => Promise<unknown> }) {
+  const { monitorEventLoopDelay } = require('node:perf_hooks') as typeof import('node:perf_hooks');
+  const loop = monitorEventLoopDelay({ resolution: 1 });
+  loop.enable();
+  const appends: number[] = [];
+  const orig = store.append.bind(store);
+  store.append = ((...a: never[]) => {
+    const t = performance.now();
+    const r = orig(...a);
+    appends.push(performance.now() - t);
+    return r;
+  }) as typeof store.append;
+  return () => {
+    appends.sort((x, y) => x - y);
+    const q = (p: number) => appends[Math.min(appends.length - 1, Math.floor(appends.length * p))]?.toFixed(2);
+    process.stderr.write(
+      `[hub debug] appends ${appends.length}: p50 ${q(0.5)} p99 ${q(0.99)} p999 ${q(0.999)} max ${q(1)} ms; ` +
+        `event-loop delay p50 ${(loop.percentile(50) / 1e6).toFixed(2)} p99 ${(loop.percentile(99) / 1e6).toFixed(2)} max ${(loop.max / 1e6).toFixed(2)} ms\n`,
+    );
+  };
 }
 
 // ---------------------------------------------------------------- the floor: raw ws broadcast, no storage
