@@ -60,12 +60,15 @@ export class Link extends EventEmitter<LinkEvents> {
     super();
     this.log = opts.log ?? silentLogger;
     const pingIntervalMs = opts.pingIntervalMs ?? PING_INTERVAL_MS;
+    // An option passed as undefined (Agent forwards its unset ones) keeps its default: spreading it
+    // as is would replace e.g. the dead-link bound with undefined and disable the check.
+    const given = Object.fromEntries(Object.entries(opts).filter(([, v]) => v !== undefined));
     this.o = {
       backoffBaseMs: 250,
       backoffCapMs: 30_000,
       stableAfterMs: 10_000,
       deadAfterMs: pingIntervalMs * 2 + 1000,
-      ...opts,
+      ...given,
       pingIntervalMs,
     } as Required<Omit<LinkOptions, 'log'>>;
     this.backoff = new Backoff({ baseMs: this.o.backoffBaseMs, capMs: this.o.backoffCapMs });
@@ -131,8 +134,13 @@ export class Link extends EventEmitter<LinkEvents> {
       res.resume();
       this.drop(reason);
     });
+    // Liveness counts bytes, not whole messages: a large frame trickling in over a slow link is
+    // traffic too, and dropping that link mid-frame would fetch the same frame again, forever.
+    let socket: import('node:net').Socket | null = null;
+    ws.on('upgrade', (res) => (socket = res.socket));
     ws.on('open', () => {
       this.touch();
+      socket?.on('data', () => this.touch());
       ws.send(JSON.stringify({ type: 'hello', protocol: PROTOCOL_VERSION, deviceId: this.o.deviceId, afterSeq: this.o.afterSeq() }));
       this.liveTimer = setInterval(() => this.checkLive(), Math.max(50, Math.floor(this.o.pingIntervalMs / 2)));
     });
@@ -174,10 +182,14 @@ export class Link extends EventEmitter<LinkEvents> {
     this.lastTraffic = Date.now();
   }
 
-  /** Ping, and drop a link that has been silent too long (a dead hub or a cut cable never sends a close). */
+  /**
+   * Drop a link that has been silent too long (a dead hub or a cut cable never sends a close), and
+   * ping on every tick, also while bytes are arriving: the ping is the hub's proof that this device
+   * is alive when the hub's own ping waits behind a slowly delivered stream.
+   */
   private checkLive(): void {
     if (Date.now() - this.lastTraffic > this.o.deadAfterMs) return this.drop('no traffic from hub: connection presumed dead');
-    if (Date.now() - this.lastTraffic >= this.o.pingIntervalMs / 2) this.ws?.ping();
+    this.ws?.ping();
   }
 
   private drop(reason: string): void {

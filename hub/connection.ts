@@ -58,6 +58,9 @@ export class Connection implements Subscriber {
     this.log = deps.log.child({ project });
     ws.on('message', (data, isBinary) => this.onMessage(data, isBinary));
     ws.on('pong', () => (this.awaitingPong = false));
+    // Any frame from the device proves it alive, as a pong does: a slow reader's pong waits behind
+    // the stream it is still reading, while its own pings and pushes get through.
+    ws.on('ping', () => (this.awaitingPong = false));
     ws.on('close', () => this.onClose());
     ws.on('error', (err) => this.log.debug({ err: err.message }, 'socket error'));
     // A socket that never says hello holds a file descriptor for nothing.
@@ -67,6 +70,7 @@ export class Connection implements Subscriber {
   }
 
   private onMessage(data: RawData, isBinary: boolean): void {
+    this.awaitingPong = false;
     if (this.state === ConnState.Closed || this.deps.stopping()) return;
     const bytes = Array.isArray(data) ? data.reduce((n, b) => n + b.length, 0) : data.byteLength;
     if (bytes > this.deps.options.maxFrameBytes) {
