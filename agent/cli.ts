@@ -44,6 +44,35 @@ function readToken(file: string | undefined): string {
   return token;
 }
 
+/**
+ * Hidden timing overrides for tests and chaos runs, as JSON in SYNCHUB_AGENT_TUNING, e.g.
+ * '{"pingIntervalMs":1000,"backoffCapMs":1000}'. Not a public flag: the defaults are what a real
+ * deployment wants; tests need seconds where production waits half a minute.
+ */
+const TuningSchema = z
+  .object({
+    pingIntervalMs: z.number().int().positive(),
+    deadAfterMs: z.number().int().positive(),
+    backoffBaseMs: z.number().int().positive(),
+    backoffCapMs: z.number().int().positive(),
+  })
+  .partial()
+  .strict();
+
+function readTuning(): z.infer<typeof TuningSchema> {
+  const text = process.env.SYNCHUB_AGENT_TUNING;
+  if (text === undefined || text.trim() === '') return {};
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch {
+    throw new UsageError('SYNCHUB_AGENT_TUNING is not valid JSON');
+  }
+  const r = TuningSchema.safeParse(value);
+  if (!r.success) throw new UsageError(`SYNCHUB_AGENT_TUNING: ${r.error.issues[0]?.path.join('.') || 'value'}: ${r.error.issues[0]?.message ?? 'invalid'}`);
+  return r.data;
+}
+
 async function run(argv: string[]): Promise<void> {
   const f = parseCommand(
     argv,
@@ -58,8 +87,9 @@ async function run(argv: string[]): Promise<void> {
     }),
   );
   const token = readToken(f['token-file']);
+  const tuning = readTuning();
   const log = createLogger('synchub-agent');
-  const agent = new Agent({ db: f.db, hub: f.hub, project: f.project, token, tables: f.tables }, log);
+  const agent = new Agent({ db: f.db, hub: f.hub, project: f.project, token, tables: f.tables, ...tuning }, log);
   agent.start();
   agent.on('problem', (p) => log.warn(p, 'sync problem'));
   await new Promise<void>((resolve) => {

@@ -1,0 +1,32 @@
+// The chaos soak: `npm run chaos -- --minutes 30 --seed S [--devices N]`.
+// Runs the chaos harness (test/chaos/harness.ts) with production agent timings and minutes-long
+// faults, logs progress on stderr, prints a JSON summary on stdout
+// {seed, minutes, devices, eventsWritten, hubEvents, faults: {kind: count}, violations: [...], stats},
+// and exits 1 when any check was violated.
+import { parseArgs } from 'node:util';
+import { z } from 'zod';
+import { runChaos, soakConfig } from '../test/chaos/harness.ts';
+
+const Args = z.object({
+  minutes: z.coerce.number().positive().max(24 * 60).default(30),
+  seed: z.coerce.number().int().default(() => Date.now() % 1_000_000),
+  devices: z.coerce.number().int().min(5, "the suite runs at least 5 devices").max(50).default(5),
+});
+
+let args: z.infer<typeof Args>;
+try {
+  const { values } = parseArgs({ options: { minutes: { type: 'string' }, seed: { type: 'string' }, devices: { type: 'string' } }, strict: true });
+  args = Args.parse(values);
+} catch (err) {
+  const issue = err instanceof z.ZodError ? err.issues[0] : undefined;
+  process.stderr.write(`chaos: ${issue ? `--${issue.path.join('.')}: ${issue.message}` : (err as Error).message}\n`);
+  process.exit(2);
+}
+
+// Interrupted: exit through process.exit so the harness's exit hook kills every child it started.
+for (const signal of ['SIGINT', 'SIGTERM'] as const) process.once(signal, () => process.exit(130));
+
+const summary = await runChaos({ ...soakConfig(args.seed, args.minutes, args.devices), log: (l) => process.stderr.write(`${l}\n`) });
+process.stdout.write(`${JSON.stringify(summary, null, 2)}\n`);
+// Everything the run started is stopped by now; exit explicitly so nothing can keep the process up.
+process.exit(summary.violations.length > 0 ? 1 : 0);
