@@ -1,18 +1,18 @@
 // An event's JSON text, built once at commit and then sent as-is to every reader.
 import type { PushEvent } from '../../shared/event.ts';
 
+const str = JSON.stringify;
+
+/**
+ * Built by concatenation rather than JSON.stringify of a fresh object: this runs for
+ * every ingested event, and the intermediate object showed up in ingest profiles.
+ * Key order matches the event table in docs/protocol.md.
+ */
 export function serializeEvent(seq: number, deviceId: string, serverTimestamp: string, e: PushEvent): string {
-  // Key order matches the event table in docs/protocol.md.
-  return JSON.stringify({
-    serverSeq: seq,
-    deviceId,
-    sessionId: e.sessionId,
-    clientActionId: e.clientActionId,
-    actionType: e.actionType,
-    entityType: e.entityType,
-    entityId: e.entityId,
-    payload: e.payload,
-    clientTimestamp: e.clientTimestamp,
-    serverTimestamp,
-  });
+  return (
+    `{"serverSeq":${seq},"deviceId":${str(deviceId)},"sessionId":${str(e.sessionId)},` +
+    `"clientActionId":${e.clientActionId},"actionType":${str(e.actionType)},"entityType":${str(e.entityType)},` +
+    `"entityId":${str(e.entityId)},"payload":${str(e.payload)},"clientTimestamp":${str(e.clientTimestamp)},` +
+    `"serverTimestamp":${str(serverTimestamp)}}`
+  );
 }
