@@ -1,13 +1,16 @@
-// How much CPU other processes on the machine took while a measurement ran, so that a
-// figure taken on a busy machine is marked as such (the benchmark cannot stop them).
+// How much CPU other user-space processes on the machine took while a measurement ran,
+// so that a figure taken on a busy machine is marked as such (the benchmark cannot stop
+// them). Kernel threads (disk writeback, journal) are not counted: the benchmark's own
+// fsyncs keep them busy.
 import { readFileSync, readdirSync } from 'node:fs';
+import { cpus } from 'node:os';
 
 const HZ = 100; // USER_HZ: /proc times are in 1/100 s on Linux
 
 export interface CpuSnapshot {
   at: number;
-  busy: number;
-  ours: number;
+  /** pid -> utime+stime of every user-space process outside this tree (not cutime: a reaped child's whole life would count) */
+  others: Map<string, number>;
 }
 
 function statFields(pid: string): string[] | null {
@@ -20,44 +23,57 @@ function statFields(pid: string): string[] | null {
   }
 }
 
-/** Busy jiffies of the whole machine and of this process tree (reaped children included via cutime/cstime). */
 export function cpuSnapshot(): CpuSnapshot | null {
   try {
-    const cpu = readFileSync('/proc/stat', 'utf8').split('\n')[0]!.trim().split(/\s+/).slice(1).map(Number);
-    const idle = (cpu[3] ?? 0) + (cpu[4] ?? 0);
-    const busy = cpu.slice(0, 8).reduce((a, b) => a + b, 0) - idle;
     const parent = new Map<string, string>();
     const time = new Map<string, number>();
     for (const pid of readdirSync('/proc')) {
       if (!/^\d+$/.test(pid)) continue;
       const f = statFields(pid);
       if (!f) continue;
-      // after the comm: [0]=state [1]=ppid ... [11]=utime [12]=stime [13]=cutime [14]=cstime
+      // after the comm: [0]=state [1]=ppid ... [11]=utime [12]=stime
       parent.set(pid, f[1]!);
-      time.set(pid, Number(f[11]) + Number(f[12]) + Number(f[13]) + Number(f[14]));
+      time.set(pid, Number(f[11]) + Number(f[12]));
     }
     const me = String(process.pid);
-    let ours = 0;
+    const others = new Map<string, number>();
     for (const [pid, t] of time) {
+      if (pid === '2' || parent.get(pid) === '2') continue; // kernel threads
       let p: string | undefined = pid;
-      for (let depth = 0; p && p !== '0' && depth < 20; depth++) {
+      let ours = false;
+      for (let depth = 0; p && p !== '0' && depth < 30; depth++) {
         if (p === me) {
-          ours += t;
+          ours = true;
           break;
         }
         p = parent.get(p);
       }
+      if (!ours && !isAncestor(pid, me, parent)) others.set(pid, t);
     }
-    return { at: performance.now(), busy, ours };
+    return { at: performance.now(), others };
   } catch {
     return null;
   }
 }
 
-/** Average cores used by processes outside this tree between two snapshots. */
+function isAncestor(pid: string, of: string, parent: Map<string, string>): boolean {
+  let p: string | undefined = parent.get(of);
+  for (let depth = 0; p && p !== '0' && depth < 30; depth++) {
+    if (p === pid) return true;
+    p = parent.get(p);
+  }
+  return false;
+}
+
+/**
+ * Average cores used by user-space processes outside this tree between two snapshots
+ * (processes that ended in between are missed: an underestimate, never a double count).
+ */
 export function foreignCores(a: CpuSnapshot | null, b: CpuSnapshot | null): number | null {
   if (!a || !b) return null;
   const seconds = (b.at - a.at) / 1000;
   if (seconds <= 0) return null;
-  return Math.max(0, (b.busy - a.busy - (b.ours - a.ours)) / HZ / seconds);
+  let ticks = 0;
+  for (const [pid, t] of b.others) ticks += Math.max(0, t - (a.others.get(pid) ?? 0));
+  return Math.min(ticks / HZ / seconds, cpus().length);
 }

@@ -5,6 +5,7 @@
 // (a clean exit, so that --cpu-prof can write its profile).
 import { createServer, type IncomingMessage } from 'node:http';
 import { createRequire } from 'node:module';
+import { pathToFileURL } from 'node:url';
 import type { AddressInfo } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { WebSocketServer, type WebSocket } from 'ws';
@@ -70,8 +71,10 @@ process.send!({ type: 'ready', port });
 // ---------------------------------------------------------------- synchub: the real Hub over a real SQLite file
 
 async function startSynchub(s: StartMsg) {
-  const { Hub } = await import('../../hub/server.ts');
-  const { SqliteEventStore } = await import('../../hub/store/sqlite.ts');
+  // BENCH_HUB_DIR: benchmark a patched copy of hub/ (with its shared/ beside it) instead of the tree's own.
+  const hubDir = process.env.BENCH_HUB_DIR ? pathToFileURL(`${process.env.BENCH_HUB_DIR.replace(/\/$/, '')}/`).href : new URL('../../hub/', import.meta.url).href;
+  const { Hub } = (await import(new URL('server.ts', hubDir).href)) as typeof import('../../hub/server.ts');
+  const { SqliteEventStore } = (await import(new URL('store/sqlite.ts', hubDir).href)) as typeof import('../../hub/store/sqlite.ts');
   const store = new SqliteEventStore(s.db!);
   const debug = process.env.BENCH_DEBUG_HUB === '1' ? instrument(store) : null;
   const hub = new Hub(store, { port: 0, host: '127.0.0.1' });
