@@ -92,7 +92,18 @@ function machine() {
   const sqlite = mem.prepare('SELECT sqlite_version()').pluck().get() as string;
   mem.close();
   const c = cpus();
+  let commit = 'unknown';
+  let dirty: string[] = [];
+  try {
+    commit = execFileSync('git', ['rev-parse', '--short', 'HEAD'], { cwd: REPO_ROOT, encoding: 'utf8' }).trim();
+    dirty = execFileSync('git', ['status', '--porcelain', '--', 'hub', 'agent', 'shared'], { cwd: REPO_ROOT, encoding: 'utf8' })
+      .split('\n')
+      .filter(Boolean);
+  } catch {
+    // not a git checkout
+  }
   return {
+    commit: dirty.length ? `${commit} + uncommitted changes in ${dirty.length} file(s) of hub/agent/shared` : commit,
     cores: c.length,
     cpu: c[0]?.model ?? 'unknown',
     memoryGiB: Math.round((totalmem() / 2 ** 30) * 10) / 10,
@@ -699,7 +710,7 @@ writeFileSync(
     2,
   ) + '\n',
 );
-const header = `Machine: ${m.cores} cores (${m.cpu}), ${m.memoryGiB} GiB, ${m.os}; Node ${m.node}; SQLite ${m.sqlite} (better-sqlite3 ${m.versions['better-sqlite3']}); median of ${CFG.runs} run(s)\n`;
+const header = `synchub ${m.commit}. Machine: ${m.cores} cores (${m.cpu}), ${m.memoryGiB} GiB, ${m.os}; Node ${m.node}; SQLite ${m.sqlite} (better-sqlite3 ${m.versions['better-sqlite3']}); median of ${CFG.runs} run(s)\n`;
 process.stdout.write(`\n${header}\n${text}\nresults: ${outPath} (${Math.round((Date.now() - started) / 1000)} s)\n`);
 if (flags.profile) {
   const dir = join(BENCH_DIR, 'results', 'profiles');
