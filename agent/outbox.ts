@@ -1,8 +1,9 @@
 // The outbox: action_log rows the app wrote, turned into push events; acks and quarantine.
 // A row is pending while undone = 0 AND synced_at IS NULL and it is not quarantined.
 import type Database from 'better-sqlite3';
-import { PushEventSchema, type ActionType, type PushEvent } from '../shared/event.ts';
+import { PushEventSchema, type PushEvent } from '../shared/event.ts';
 import { cached } from './app-db.ts';
+import type { Change } from './apply.ts';
 import { MAX_FRAME_BYTES } from '../shared/limits.ts';
 import { entityTable, mapActionType } from '../shared/td-actions.ts';
 import { nowIso, toIso } from '../shared/time.ts';
@@ -29,16 +30,9 @@ export interface OutboxRow {
 }
 
 /** A local change decoded from an action_log row, in sync terms. */
-export interface LocalChange {
+export interface LocalChange extends Change {
   rowid: number;
   sessionId: string | null;
-  actionType: ActionType;
-  /** entityTable(entity_type): the table it applies to. */
-  table: string;
-  entityId: string;
-  newData: Row | null;
-  previousData: Row | null;
-  clientTimestamp: string;
 }
 
 export type Decoded = { ok: true; change: LocalChange } | { ok: false; error: string };
