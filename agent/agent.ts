@@ -89,6 +89,10 @@ export class Agent extends EventEmitter<AgentEvents> {
       throw err;
     }
     this.db = db;
+    if (this.tables.length === 0) {
+      // Not an error (the app may create its tables later), but nothing will sync until a restart.
+      this.log.warn('no table to sync: none has a TEXT primary key named id (tables are read at start)');
+    }
     const state = getSyncState(db);
     this.deviceId = state.deviceId;
     if (state.cursor === 0) {
