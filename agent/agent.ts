@@ -3,6 +3,7 @@
 import { EventEmitter } from 'node:events';
 import type Database from 'better-sqlite3';
 import { z } from 'zod';
+import { RejectReason } from '../shared/errors.ts';
 import { MAX_FRAME_BYTES } from '../shared/limits.ts';
 import { silentLogger, type Logger } from '../shared/log.ts';
 import type { AckFrame, EventsFrame } from '../shared/protocol.ts';
@@ -220,7 +221,7 @@ export class Agent extends EventEmitter<AgentEvents> {
     const synced = [...ack.acks];
     let duplicates = 0;
     for (const r of ack.rejected) {
-      if (r.reason === 'duplicate' && r.serverSeq !== undefined) {
+      if (r.reason === RejectReason.Duplicate && r.serverSeq !== undefined) {
         synced.push({ clientActionId: r.clientActionId, serverSeq: r.serverSeq });
         duplicates++;
       } else {

@@ -2,7 +2,7 @@
 // device's own cursor (backlog from the store, then live from the in-memory tail)
 // while accepting pushes. Protocol errors get an `error` frame and a close.
 import type { WebSocket, RawData } from 'ws';
-import { CloseCode, ErrorCode } from '../shared/errors.ts';
+import { CloseCode, ErrorCode, RejectReason } from '../shared/errors.ts';
 import { PROTOCOL_VERSION } from '../shared/limits.ts';
 import type { Logger } from '../shared/log.ts';
 import { ClientFrame, parseFrame, type HelloFrame, type PushFrame, type Rejection, type Ack } from '../shared/protocol.ts';
@@ -138,7 +138,7 @@ export class Connection implements Subscriber {
         outcomes.forEach((o, i) => {
           const clientActionId = accepted[i]!.clientActionId;
           if (o.stored) acks.push({ clientActionId, serverSeq: o.seq });
-          else rejected.push({ clientActionId, reason: 'duplicate', serverSeq: o.seq });
+          else rejected.push({ clientActionId, reason: RejectReason.Duplicate, serverSeq: o.seq });
         });
         this.sendAck(push.batch, acks, rejected);
       },
