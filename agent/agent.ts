@@ -8,6 +8,7 @@ import { MAX_FRAME_BYTES } from '../shared/limits.ts';
 import { silentLogger, type Logger } from '../shared/log.ts';
 import type { AckFrame, EventsFrame } from '../shared/protocol.ts';
 import { openAppDb, ensureSyncSchema, bindProject, getSyncState, setConnectionStatus, syncedTables } from './app-db.ts';
+import { HEARTBEAT_MS } from './status.ts';
 import { ApplyEngine, isTransientDbError, type FrameResult } from './apply.ts';
 import { backfill } from './backfill.ts';
 import { Link, LinkState, syncUrl } from './link.ts';
@@ -68,6 +69,7 @@ export class Agent extends EventEmitter<AgentEvents> {
   deviceId = '';
   private inbox: EventsFrame[] = [];
   private retryTimer: NodeJS.Timeout | null = null;
+  private heartbeat: NodeJS.Timeout | null = null;
   private headSeq: number | null = null;
 
   constructor(options: AgentOptions, log: Logger = silentLogger) {
@@ -144,6 +146,12 @@ export class Agent extends EventEmitter<AgentEvents> {
       this.emitStatus();
     });
     this.watcher.start();
+    // Refresh sync_state.updated_at, so `agent status` can tell a running agent from one
+    // that died without saying so (kill -9 leaves status = 'connected' behind).
+    this.heartbeat = setInterval(() => {
+      if (this.db) setConnectionStatus(this.db, this.link.open ? 'connected' : 'disconnected');
+    }, HEARTBEAT_MS);
+    this.heartbeat.unref();
     this.link.start();
     this.log.info({ deviceId: this.deviceId, project: o.project, tables: this.tables }, 'agent started');
   }
@@ -152,6 +160,7 @@ export class Agent extends EventEmitter<AgentEvents> {
   async stop(): Promise<void> {
     if (!this.db) return;
     this.watcher.stop();
+    if (this.heartbeat) clearInterval(this.heartbeat);
     if (this.retryTimer) clearTimeout(this.retryTimer);
     await this.link.stop();
     this.pusher.disconnected();

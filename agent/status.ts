@@ -6,12 +6,20 @@ import { countPending, type Row } from './outbox.ts';
 
 type Db = Database.Database;
 
+/** A running agent refreshes sync_state.updated_at this often. */
+export const HEARTBEAT_MS = 10_000;
+/** Older than this, the recorded state belongs to an agent that is no longer running. */
+const STALE_AFTER_MS = 3 * HEARTBEAT_MS;
+
 export interface AgentDbStatus {
   deviceId: string;
   project: string | null;
   hubUrl: string | null;
-  /** status === 'connected' (as last recorded by the running agent). */
+  /** An agent is running on this DB: its last heartbeat is recent and it did not stop. */
+  running: boolean;
+  /** Connected to the hub right now: running, and last recorded as connected. */
   connected: boolean;
+  /** The last recorded state: connected, disconnected or stopped. */
   status: string;
   /** Last server seq applied. */
   cursor: number;
@@ -29,8 +37,11 @@ export interface AgentDbStatus {
   lastSyncAt: string | null;
 }
 
-export function readStatus(db: Db): AgentDbStatus {
+/** `now` is a parameter so that staleness can be checked without waiting for it. */
+export function readStatus(db: Db, now = Date.now()): AgentDbStatus {
   const s = getSyncState(db);
+  const fresh = s.updatedAt !== null && now - Date.parse(s.updatedAt) <= STALE_AFTER_MS;
+  const running = fresh && s.status !== 'stopped';
   const counts = db
     .prepare(
       `SELECT (SELECT COUNT(*) FROM sync_conflicts) AS conflicts,
@@ -43,7 +54,8 @@ export function readStatus(db: Db): AgentDbStatus {
     deviceId: s.deviceId,
     project: s.project,
     hubUrl: s.hubUrl,
-    connected: s.status === 'connected',
+    running,
+    connected: running && s.status === 'connected',
     status: s.status,
     cursor: s.cursor,
     hubHead,

@@ -2,6 +2,7 @@
 // backlog and in the middle of pushing; after a restart nothing is applied twice or skipped.
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { openAppDb } from '../../agent/app-db.ts';
+import { HEARTBEAT_MS, readStatus } from '../../agent/status.ts';
 import { startHub, type TestHub } from '../kit/hub.ts';
 import { dumpTables, makeAppDb, replayInto, tempDir, type TempDir } from '../kit/app-db.ts';
 import { checkConverged, Device, hubLog, makeDevices, quiesce, spawnAgent } from '../kit/devices.ts';
@@ -94,6 +95,11 @@ describe('kill -9 of the agent', () => {
     await child.exited;
     const head = await hub.store.headSeq(hub.project);
     expect(head).toBeLessThan(20_000);
+    // kill -9 left status = connected behind; once the heartbeat is stale, status says no agent runs.
+    expect(pusher.status()).toMatchObject({ status: 'connected' });
+    const db = openAppDb(pusher.path);
+    expect(readStatus(db, Date.now() + 3 * HEARTBEAT_MS + 1000)).toMatchObject({ running: false, connected: false });
+    db.close();
 
     pusher.start();
     reader.start();
@@ -111,7 +117,7 @@ describe('kill -9 of the agent', () => {
     await eventually(async () => (await hub.store.headSeq(hub.project)) === 1 && calm.status().pending === 0, 'first change pushed', 20_000);
     child.proc.kill('SIGTERM');
     expect(await child.exited).toBe(0);
-    expect(calm.status()).toMatchObject({ status: 'stopped', connected: false, cursor: 1, pending: 0 });
+    expect(calm.status()).toMatchObject({ status: 'stopped', running: false, connected: false, cursor: 1, pending: 0 });
     calm.writer.create('issues', { id: 'after', title: 'written while stopped' });
     expect(calm.status().pending).toBe(1);
   });
