@@ -18,6 +18,7 @@ import {
   sleep,
   type BenchRow,
 } from '../lib/common.ts';
+import { EVENTS_SCHEMA } from '../../hub/store/sqlite-schema.ts';
 import { connectClient, type BenchClient, type Target } from '../lib/clients.ts';
 
 process.on('uncaughtException', childFatal);
@@ -122,17 +123,6 @@ async function ingest(j: Extract<Job, { kind: 'ingest' }>) {
 
 // ---------------------------------------------------------------- the SQLite floor: batched inserts, WAL + FULL
 
-const HUB_EVENTS_DDL = `
-CREATE TABLE IF NOT EXISTS events (
-  project          TEXT NOT NULL,
-  server_seq       INTEGER NOT NULL,
-  device_id        TEXT NOT NULL,
-  session_id       TEXT NOT NULL,
-  client_action_id INTEGER NOT NULL,
-  body             TEXT NOT NULL,
-  UNIQUE (project, server_seq),
-  UNIQUE (project, device_id, session_id, client_action_id)
-);`;
 
 function sqliteIngest(j: Extract<Job, { kind: 'sqlite-ingest' }>) {
   mkdirSync(j.dir, { recursive: true });
@@ -141,7 +131,7 @@ function sqliteIngest(j: Extract<Job, { kind: 'sqlite-ingest' }>) {
   const db = new Database(path);
   db.pragma('journal_mode = WAL');
   db.pragma('synchronous = FULL');
-  db.exec(HUB_EVENTS_DDL);
+  db.exec(EVENTS_SCHEMA); // the hub's own table: the floor inserts into exactly what the hub does
   const insert = db.prepare('INSERT INTO events (project, server_seq, device_id, session_id, client_action_id, body) VALUES (?, ?, ?, ?, ?, ?)');
   let seq = 0;
   const ts = new Date().toISOString();
@@ -182,7 +172,7 @@ async function sqliteCommit(j: Extract<Job, { kind: 'sqlite-commit' }>) {
   const db = new Database(join(j.dir, 'commit-floor.db'));
   db.pragma('journal_mode = WAL');
   db.pragma('synchronous = FULL');
-  db.exec(HUB_EVENTS_DDL);
+  db.exec(EVENTS_SCHEMA); // the hub's own table: the floor inserts into exactly what the hub does
   const insert = db.prepare('INSERT INTO events (project, server_seq, device_id, session_id, client_action_id, body) VALUES (?, ?, ?, ?, ?, ?)');
   const body = pushEventJson(1, makeRow(0, 1, 1000), new Date().toISOString());
   const tx = db.transaction((s: number) => insert.run('p', s, 'device', 'bench-session', s, body));

@@ -4,6 +4,7 @@ import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { SyncError } from '../../shared/errors.ts';
 import type { AppendGroup, AppendOutcome, EventStore, Role, StoredEvent, TokenRecord } from './event-store.ts';
+import { EVENTS_SCHEMA } from './sqlite-schema.ts';
 import { serializeEvent } from './serialize.ts';
 
 const SCHEMA = `
@@ -12,16 +13,7 @@ CREATE TABLE IF NOT EXISTS projects (
   head_seq   INTEGER NOT NULL DEFAULT 0,
   created_at TEXT NOT NULL
 );
-CREATE TABLE IF NOT EXISTS events (
-  project          TEXT NOT NULL,
-  server_seq       INTEGER NOT NULL,
-  device_id        TEXT NOT NULL,
-  session_id       TEXT NOT NULL,
-  client_action_id INTEGER NOT NULL,
-  body             TEXT NOT NULL,          -- the event as streamed, serialised once at commit
-  UNIQUE (project, server_seq),
-  UNIQUE (project, device_id, session_id, client_action_id)
-);
+${EVENTS_SCHEMA}
 CREATE TABLE IF NOT EXISTS tokens (
   id         TEXT PRIMARY KEY,
   project    TEXT NOT NULL REFERENCES projects(name),
