@@ -41,7 +41,8 @@ export class Connection implements Subscriber {
   private channel: ProjectChannel | null = null;
   private pumping = false;
   private pumpAgain = false;
-  private blockedSince = 0;
+  /** Above the high-water mark: waiting for the socket to drain. */
+  private blocked = false;
   private stallTimer: NodeJS.Timeout | null = null;
   /** Set by the ping sweep; cleared by a pong. */
   awaitingPong = false;
@@ -193,8 +194,8 @@ export class Connection implements Subscriber {
 
   /** The socket's buffer is over the high-water mark: wait for it to drain, but not forever. */
   private block(): void {
-    if (this.blockedSince === 0) {
-      this.blockedSince = Date.now();
+    if (!this.blocked) {
+      this.blocked = true;
       this.stallTimer = setTimeout(() => {
         this.deps.metrics.slowConsumers.inc();
         this.fail(ErrorCode.SlowConsumer, `stream not read for ${this.deps.options.stallTimeoutMs} ms`, CloseCode.PolicyViolation, true);
@@ -203,9 +204,9 @@ export class Connection implements Subscriber {
   }
 
   private unblock(): void {
-    if (this.blockedSince === 0) return;
+    if (!this.blocked) return;
     if (this.ws.bufferedAmount > this.deps.options.highWaterBytes / 2) return;
-    this.blockedSince = 0;
+    this.blocked = false;
     if (this.stallTimer) clearTimeout(this.stallTimer);
     this.stallTimer = null;
     this.wake();
