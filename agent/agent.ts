@@ -1,20 +1,25 @@
 // The agent: wires the app DB (outbox, apply engine, cursor) to the hub link.
 // Data flows one way: outbox -> pusher -> link -> hub -> link -> apply.
 import { EventEmitter } from 'node:events';
+import { existsSync } from 'node:fs';
 import type Database from 'better-sqlite3';
 import { z } from 'zod';
 import { RejectReason } from '../shared/errors.ts';
 import { MAX_FRAME_BYTES } from '../shared/limits.ts';
 import { silentLogger, type Logger } from '../shared/log.ts';
 import type { AckFrame, EventsFrame } from '../shared/protocol.ts';
-import { openAppDb, ensureSyncSchema, bindProject, getSyncState, setConnectionStatus, syncedTables } from './app-db.ts';
+import { SyncError } from '../shared/errors.ts';
+import { openAppDb, ensureSyncSchema, bindProject, getSyncState, setConnectionStatus, syncedTables, useWal, ConnectionStatus } from './app-db.ts';
 import { HEARTBEAT_MS } from './status.ts';
-import { ApplyEngine, isTransientDbError, type FrameResult } from './apply.ts';
+import { ApplyEngine, StreamGapError, type FrameResult } from './apply.ts';
 import { backfill } from './backfill.ts';
+import { dbErrorText, isFatalDbError, isTransientDbError } from './db-errors.ts';
 import { Link, LinkState, syncUrl } from './link.ts';
-import { markAcked, quarantineOutbound, readPending, countPending } from './outbox.ts';
+import { writeLiveState } from './live-status.ts';
+import { markAcked, quarantineOutbound, quarantineRows, scanPending, countPending } from './outbox.ts';
 import { Pusher } from './pusher.ts';
 import { DataVersionWatcher } from './watch.ts';
+import { AGENT_BUSY_TIMEOUT_MS, LOCK_REPORT_AFTER_MS, WriteQueue, WriteQueueStopped, type LockWait } from './write-queue.ts';
 
 /** Payload bytes per push: a quarter of the hub's frame limit leaves room for the envelope and escaping. */
 const PUSH_PAYLOAD_BUDGET = MAX_FRAME_BYTES / 4;
@@ -36,8 +41,10 @@ export const AgentOptionsSchema = z.object({
   backoffCapMs: z.number().int().positive().default(30_000),
   pingIntervalMs: z.number().int().positive().optional(),
   deadAfterMs: z.number().int().positive().optional(),
-  /** Retry delay when the app holds a write lock (SQLITE_BUSY) during apply. */
-  busyRetryMs: z.number().int().positive().default(50),
+  /** A write lock held by the app longer than this shows in status and the log. */
+  lockReportAfterMs: z.number().int().positive().default(LOCK_REPORT_AFTER_MS),
+  /** How often the live status file is refreshed (status tells a running agent by it). */
+  heartbeatMs: z.number().int().positive().default(HEARTBEAT_MS),
 });
 export type AgentOptions = z.input<typeof AgentOptionsSchema>;
 
@@ -55,22 +62,33 @@ export interface AgentEvents {
   status: [AgentStatus];
   /** A failure the agent recovers from by reconnecting (logged too). */
   problem: [{ code: string; message: string }];
+  /** The app has held the write lock past the report threshold (a LockWait), or let go (null). */
+  lockWait: [LockWait | null];
+  /** Something only a person can fix (the database file is gone or damaged): the agent has stopped. */
+  fatal: [SyncError];
 }
 
 export class Agent extends EventEmitter<AgentEvents> {
   private readonly o: z.infer<typeof AgentOptionsSchema>;
   private readonly log: Logger;
   private db: Database.Database | null = null;
+  private writes!: WriteQueue;
   private engine!: ApplyEngine;
   private link!: Link;
   private pusher!: Pusher;
   private watcher!: DataVersionWatcher;
   private tables: string[] = [];
+  private sessionId = '';
   deviceId = '';
-  private inbox: EventsFrame[] = [];
-  private retryTimer: NodeJS.Timeout | null = null;
-  private heartbeat: NodeJS.Timeout | null = null;
+  /** Last seq applied: kept in memory so that a locked database never stops us from reading it. */
+  private cursor = 0;
   private headSeq: number | null = null;
+  /** Bumped when a frame fails: the frames queued behind it belong to a stream being replaced. */
+  private applyEpoch = 0;
+  private heartbeat: NodeJS.Timeout | null = null;
+  private wakeTimer: NodeJS.Timeout | null = null;
+  private stopping: Promise<void> | null = null;
+  private lastPending = 0;
 
   constructor(options: AgentOptions, log: Logger = silentLogger) {
     super();
@@ -78,46 +96,78 @@ export class Agent extends EventEmitter<AgentEvents> {
     this.log = log;
   }
 
-  /** Open the DB, prepare sync tables, backfill if never pulled, connect. */
-  start(): void {
+  /**
+   * Open the DB, prepare sync tables, backfill if never pulled, connect. Resolves once syncing has
+   * started. While the app holds the database's write lock this waits (a busy database is not an
+   * error); it rejects only for what waiting cannot fix (a bad configuration: tables, project), or
+   * with WriteQueueStopped when stop() is called first.
+   */
+  async start(): Promise<void> {
     const o = this.o;
     const url = syncUrl(o.hub, o.project);
-    const db = openAppDb(o.db);
+    const db = openAppDb(o.db, { busyTimeoutMs: AGENT_BUSY_TIMEOUT_MS, wal: false });
+    this.db = db;
+    const writes = new WriteQueue(db, { log: this.log, reportAfterMs: o.lockReportAfterMs });
+    this.writes = writes;
+    writes.on('blocked', () => this.link?.pause());
+    writes.on('unblocked', () => {
+      this.link?.resume();
+      this.pusher?.wake();
+    });
+    writes.on('lockWait', (w) => {
+      this.writeLive();
+      this.emit('lockWait', w);
+    });
+    // Status says "running" while we wait for the lock at start, too.
+    this.startHeartbeat();
     try {
-      ensureSyncSchema(db);
-      bindProject(db, o.project, url);
-      this.tables = syncedTables(db, o.tables);
+      await writes.run('switch the database to WAL', () => useWal(db), { transaction: false });
+      const prepared = await writes.run('prepare the sync tables', () => {
+        ensureSyncSchema(db);
+        bindProject(db, o.project, url);
+        const tables = syncedTables(db, o.tables);
+        const state = getSyncState(db);
+        const backfilled = state.cursor === 0 ? backfill(db, tables, state.sessionId) : 0;
+        return { tables, state, backfilled };
+      });
+      this.tables = prepared.tables;
+      this.deviceId = prepared.state.deviceId;
+      this.sessionId = prepared.state.sessionId;
+      this.cursor = prepared.state.cursor;
+      if (prepared.backfilled > 0) this.log.info({ rows: prepared.backfilled }, 'backfilled existing rows into the outbox');
+      this.engine = new ApplyEngine(db, { deviceId: this.deviceId, tables: this.tables });
+      if (this.stopping) throw new WriteQueueStopped('start');
     } catch (err) {
-      db.close();
+      await this.closeDb();
       throw err;
     }
-    this.db = db;
     if (this.tables.length === 0) {
       // Not an error (the app may create its tables later), but nothing will sync until a restart.
       this.log.warn('no table to sync: none has a TEXT primary key named id (tables are read at start)');
     }
-    const state = getSyncState(db);
-    this.deviceId = state.deviceId;
-    if (state.cursor === 0) {
-      const n = backfill(db, this.tables, state.sessionId);
-      if (n > 0) this.log.info({ rows: n }, 'backfilled existing rows into the outbox');
-    }
-    this.engine = new ApplyEngine(db, { deviceId: this.deviceId, tables: this.tables });
+    this.connect(url);
+    this.log.info({ deviceId: this.deviceId, project: o.project, tables: this.tables }, 'agent started');
+  }
+
+  private connect(url: string): void {
+    const o = this.o;
+    const db = this.db!;
     this.link = new Link({
       url,
       token: o.token,
       deviceId: this.deviceId,
-      afterSeq: () => getSyncState(db).cursor,
+      afterSeq: () => this.cursor,
       log: this.log,
       backoffBaseMs: o.backoffBaseMs,
       backoffCapMs: o.backoffCapMs,
       pingIntervalMs: o.pingIntervalMs,
       deadAfterMs: o.deadAfterMs,
     });
+    // Frames the socket had already read when the queue blocked still arrive; the queue keeps them.
+    if (this.writes.blocked) this.link.pause();
     this.pusher = new Pusher(
       {
-        readPending: (afterRowid, limit) =>
-          readPending(db, { afterRowid, limit, tables: this.tables, fallbackSessionId: state.sessionId, maxBytes: PUSH_PAYLOAD_BUDGET }),
+        readPending: (afterRowid, limit) => this.readPending(afterRowid, limit),
         send: (frame) => this.link.send(frame),
         settle: (ack) => this.settle(ack),
         log: this.log,
@@ -129,8 +179,8 @@ export class Agent extends EventEmitter<AgentEvents> {
 
     this.link.on('welcome', (w) => {
       this.headSeq = w.headSeq;
-      setConnectionStatus(db, 'connected', w.headSeq);
-      this.log.info({ headSeq: w.headSeq, cursor: getSyncState(db).cursor }, 'connected to hub');
+      this.recordStatus(ConnectionStatus.Connected, w.headSeq);
+      this.log.info({ headSeq: w.headSeq, cursor: this.cursor }, 'connected to hub');
       this.pusher.connected();
       this.emitStatus();
     });
@@ -139,106 +189,193 @@ export class Agent extends EventEmitter<AgentEvents> {
     this.link.on('hubError', (e) => this.emit('problem', e));
     this.link.on('down', () => {
       this.pusher.disconnected();
-      this.inbox = [];
-      if (this.retryTimer) clearTimeout(this.retryTimer);
-      this.retryTimer = null;
-      if (this.db) setConnectionStatus(this.db, 'disconnected');
+      this.recordStatus(ConnectionStatus.Disconnected);
       this.emitStatus();
     });
     this.watcher.start();
-    // Refresh sync_state.updated_at, so `agent status` can tell a running agent from one
-    // that died without saying so (kill -9 leaves status = 'connected' behind).
-    this.heartbeat = setInterval(() => {
-      if (this.db) setConnectionStatus(this.db, this.link.open ? 'connected' : 'disconnected');
-    }, HEARTBEAT_MS);
-    this.heartbeat.unref();
     this.link.start();
-    this.log.info({ deviceId: this.deviceId, project: o.project, tables: this.tables }, 'agent started');
   }
 
-  /** Stop cleanly: nothing half-applied (applies are synchronous), unacked pushes stay pending. */
-  async stop(): Promise<void> {
+  /**
+   * Stop cleanly: writes already queued get a moment to land (the app may let go of its lock), then
+   * the rest is dropped — nothing is half-applied (a frame is one transaction), an unapplied frame is
+   * pulled again and an unrecorded ack is answered again as a duplicate of the re-push.
+   */
+  stop(): Promise<void> {
+    this.stopping ??= this.shutdown();
+    return this.stopping;
+  }
+
+  private async shutdown(): Promise<void> {
     if (!this.db) return;
-    this.watcher.stop();
-    if (this.heartbeat) clearInterval(this.heartbeat);
-    if (this.retryTimer) clearTimeout(this.retryTimer);
-    await this.link.stop();
-    this.pusher.disconnected();
-    setConnectionStatus(this.db, 'stopped');
-    this.db.close();
-    this.db = null;
+    this.watcher?.stop();
+    this.stopHeartbeat();
+    if (this.wakeTimer) clearTimeout(this.wakeTimer);
+    await this.link?.stop();
+    this.pusher?.disconnected();
+    this.recordStatus(ConnectionStatus.Stopped);
+    await this.closeDb();
     this.log.info('agent stopped');
   }
 
+  private async closeDb(): Promise<void> {
+    this.stopHeartbeat();
+    await this.writes?.stop(1000);
+    this.writeLive(ConnectionStatus.Stopped);
+    this.db?.close();
+    this.db = null;
+  }
+
   status(): AgentStatus {
-    const db = this.db;
     return {
       state: this.link?.state ?? LinkState.Stopped,
-      cursor: db ? getSyncState(db).cursor : 0,
+      cursor: this.cursor,
       headSeq: this.headSeq,
-      pending: db ? countPending(db) : 0,
+      pending: this.db ? (this.lastPending = this.tryRead(() => countPending(this.db!), this.lastPending)) : 0,
     };
+  }
+
+  /** The current wait for the app's write lock (past the report threshold), or null. */
+  lockWait(): LockWait | null {
+    return this.writes?.lockWait() ?? null;
   }
 
   private emitStatus(): void {
     if (this.db) this.emit('status', this.status());
   }
 
-  private receive(frame: EventsFrame): void {
-    this.inbox.push(frame);
-    if (!this.retryTimer) this.drainInbox();
+  /**
+   * A read outside the write queue. In WAL mode reads do not wait for the writer, but SQLite can still
+   * answer BUSY in rare moments (another connection recovering the WAL): then use `fallback`.
+   */
+  private tryRead<T>(read: () => T, fallback: T): T {
+    try {
+      return read();
+    } catch (err) {
+      if (!isTransientDbError(err)) throw err;
+      return fallback;
+    }
   }
 
-  /** Apply frames in order; on a busy DB, pause the stream and retry the same frame. */
-  private drainInbox(): void {
-    this.retryTimer = null;
-    const db = this.db;
-    if (!db) return;
-    while (this.inbox.length > 0) {
-      const frame = this.inbox[0]!;
-      let result: FrameResult;
-      try {
-        result = this.engine.applyFrame(frame.events, frame.throughSeq, frame.headSeq);
-      } catch (err) {
-        if (isTransientDbError(err)) {
-          // The app holds the write lock: keep the cursor, stop reading, try again shortly.
-          this.link.pause();
-          this.retryTimer = setTimeout(() => this.drainInbox(), this.o.busyRetryMs);
-          return;
-        }
-        const message = err instanceof Error ? err.message : String(err);
-        this.log.error({ err: message, throughSeq: frame.throughSeq }, 'applying a frame failed; reconnecting');
-        this.emit('problem', { code: 'apply_failed', message });
-        this.inbox = [];
-        this.link.resume();
-        this.link.reconnect(`apply failed: ${message}`);
-        return;
-      }
-      this.inbox.shift();
-      this.headSeq = frame.headSeq;
-      this.emit('applied', result);
-      if (result.conflicts.length) this.emit('conflict', result.conflicts);
+  /** The pusher's source: pending rows; unpushable ones are quarantined through the write queue. */
+  private readPending(afterRowid: number, limit: number) {
+    const page = this.tryRead(
+      () => scanPending(this.db!, { afterRowid, limit, tables: this.tables, fallbackSessionId: this.sessionId, maxBytes: PUSH_PAYLOAD_BUDGET }),
+      null,
+    );
+    if (!page) {
+      // Try again shortly; an empty page ends this wake-up.
+      this.wakeTimer ??= setTimeout(() => {
+        this.wakeTimer = null;
+        this.pusher.wake();
+      }, 50);
+      return { events: [], lastRowid: afterRowid };
     }
-    this.link.resume();
-    this.emitStatus();
+    if (page.unpushable.length > 0) this.write('quarantine unpushable outbox rows', () => quarantineRows(this.db!, page.unpushable));
+    return page;
+  }
+
+  private receive(frame: EventsFrame): void {
+    const epoch = this.applyEpoch;
+    this.write(`apply events through seq ${frame.throughSeq}`, () => {
+      if (epoch !== this.applyEpoch) return null; // a frame before this one failed; the stream restarts from the cursor
+      return this.engine.applyFrame(frame.events, frame.throughSeq, frame.headSeq);
+    }).then(
+      (result) => {
+        if (!result) return;
+        this.cursor = result.cursor;
+        this.headSeq = frame.headSeq;
+        this.emit('applied', result);
+        if (result.conflicts.length) this.emit('conflict', result.conflicts);
+        if (this.writes.size === 0) this.emitStatus();
+      },
+      (err: unknown) => {
+        if (err instanceof WriteQueueStopped || epoch !== this.applyEpoch) return;
+        this.applyEpoch++;
+        const message = dbErrorText(err);
+        this.log[err instanceof StreamGapError ? 'warn' : 'error']({ err: message, throughSeq: frame.throughSeq }, 'applying a frame failed; reconnecting');
+        this.emit('problem', { code: err instanceof StreamGapError ? err.code : 'apply_failed', message });
+        this.link.reconnect(`apply failed: ${message}`);
+      },
+    );
   }
 
   /** An ack: acked and duplicate rows are synced; other rejections can never succeed and are quarantined. */
   private settle(ack: AckFrame): void {
-    const db = this.db;
-    if (!db) return;
     const synced = [...ack.acks];
-    let duplicates = 0;
+    const refused: AckFrame['rejected'] = [];
     for (const r of ack.rejected) {
-      if (r.reason === RejectReason.Duplicate && r.serverSeq !== undefined) {
-        synced.push({ clientActionId: r.clientActionId, serverSeq: r.serverSeq });
-        duplicates++;
-      } else {
-        quarantineOutbound(db, r.clientActionId, `rejected by hub: ${r.reason}`);
-        this.log.warn({ clientActionId: r.clientActionId, reason: r.reason }, 'push rejected');
-      }
+      if (r.reason === RejectReason.Duplicate && r.serverSeq !== undefined) synced.push({ clientActionId: r.clientActionId, serverSeq: r.serverSeq });
+      else refused.push(r);
     }
-    markAcked(db, synced);
-    this.emit('acked', { acks: ack.acks.length, duplicates, rejected: ack.rejected.length - duplicates });
+    this.write('record an ack', () => {
+      const db = this.db!;
+      for (const r of refused) quarantineOutbound(db, r.clientActionId, `rejected by hub: ${r.reason}`);
+      markAcked(db, synced);
+    }).then(() => {
+      for (const r of refused) this.log.warn({ clientActionId: r.clientActionId, reason: r.reason }, 'push rejected');
+      this.emit('acked', { acks: ack.acks.length, duplicates: synced.length - ack.acks.length, rejected: refused.length });
+    }, () => {});
+  }
+
+  /**
+   * Queue a write; a failure other than a lock (those are waited out) is logged, and a database that
+   * is gone or damaged stops the agent. Callers that need the outcome use the returned promise.
+   */
+  private write<T>(what: string, fn: () => T, key?: string): Promise<T> {
+    const done = this.writes.run(what, fn, { key });
+    done.catch((err: unknown) => {
+      if (err instanceof WriteQueueStopped) return;
+      if (isFatalDbError(err)) return this.fail(new SyncError('database_unusable', `the app database cannot be used: ${dbErrorText(err)}`));
+      this.log.error({ err: dbErrorText(err), what }, 'a write to the app database failed; carrying on');
+    });
+    return done;
+  }
+
+  /** Connection state for `agent status`: the live file at once, sync_state when the database lets us. */
+  private recordStatus(status: ConnectionStatus, headSeq?: number): void {
+    this.liveStatus = status;
+    this.writeLive();
+    if (!this.db) return;
+    this.write('record the connection status', () => setConnectionStatus(this.db!, status, headSeq), headSeq === undefined ? 'status' : undefined);
+  }
+
+  private liveStatus: ConnectionStatus = ConnectionStatus.Disconnected;
+
+  private writeLive(status: ConnectionStatus = this.liveStatus): void {
+    const wait = this.writes?.lockWait();
+    const err = writeLiveState(this.o.db, {
+      pid: process.pid,
+      status,
+      heartbeatAt: new Date().toISOString(),
+      lockWaitSince: wait ? new Date(wait.since).toISOString() : null,
+    });
+    if (err) this.log.debug({ err: err.message }, 'cannot write the live status file');
+  }
+
+  private startHeartbeat(): void {
+    this.writeLive();
+    // Refresh the live file (and sync_state.updated_at, when the database lets us), so `agent status`
+    // can tell a running agent from one that died without saying so (kill -9 leaves 'connected').
+    this.heartbeat = setInterval(() => {
+      if (!existsSync(this.o.db)) {
+        return this.fail(new SyncError('database_gone', `the app database ${this.o.db} was deleted or moved; restart the agent on the right file`));
+      }
+      const status = this.link?.open ? ConnectionStatus.Connected : ConnectionStatus.Disconnected;
+      if (this.stopping === null) this.recordStatus(status);
+    }, this.o.heartbeatMs);
+    this.heartbeat.unref();
+  }
+
+  private stopHeartbeat(): void {
+    if (this.heartbeat) clearInterval(this.heartbeat);
+    this.heartbeat = null;
+  }
+
+  /** Something waiting cannot fix: say so once, stop, and let the owner (the CLI) exit. */
+  private fail(err: SyncError): void {
+    if (this.stopping) return;
+    this.log.error({ code: err.code }, err.message);
+    void this.stop().finally(() => this.emit('fatal', err));
   }
 }

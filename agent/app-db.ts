@@ -32,20 +32,23 @@ export const APPLYING_GUARD_SQL = `NOT EXISTS (SELECT 1 FROM ${APPLYING_GUARD_TA
 /**
  * Open an app DB for the agent.
  * - WAL: the app and the agent read and write concurrently; readers never block the writer.
- * - busy_timeout 5 s: the app's short write transactions are waited out instead of failing.
+ * - busy_timeout: how long one statement waits, synchronously, for a lock another connection holds.
+ *   Tools and tests wait the app's short transactions out (5 s); the agent daemon passes a few ms and
+ *   does its longer waiting asynchronously (write-queue.ts), so its event loop never stalls.
  * - foreign_keys OFF: remote rows may arrive before the rows they reference (td runs this way);
  *   better-sqlite3 turns enforcement on by default.
  * - synchronous NORMAL: in WAL mode a power loss can lose the last few commits of this connection
  *   but never corrupts or tears one. That is safe for everything the agent writes: an applied frame
  *   and its cursor vanish together (rule 1) and are pulled again; a lost ack marks nothing synced, so
  *   the row is pushed again and the hub dedups it. The app's own writes use the app's setting.
+ * `wal: false` leaves the journal mode alone (the agent switches it with useWal, under its lock policy).
  */
-export function openAppDb(path: string): Db {
+export function openAppDb(path: string, opts: { busyTimeoutMs?: number; wal?: boolean } = {}): Db {
   const db = new Database(path);
   try {
     // busy_timeout first: switching to WAL needs a moment of exclusive access the app may be holding.
-    db.pragma('busy_timeout = 5000');
-    db.pragma('journal_mode = WAL');
+    db.pragma(`busy_timeout = ${Math.max(0, Math.floor(opts.busyTimeoutMs ?? 5000))}`);
+    if (opts.wal ?? true) useWal(db);
     db.pragma('foreign_keys = OFF');
     db.pragma('synchronous = NORMAL');
   } catch (err) {
@@ -53,6 +56,11 @@ export function openAppDb(path: string): Db {
     throw err;
   }
   return db;
+}
+
+/** Switch the file to WAL (a no-op when it is already); needs the write lock when it is not. */
+export function useWal(db: Db): void {
+  db.pragma('journal_mode = WAL');
 }
 
 /** Open an app DB read-only, alongside a running agent (status, conflicts). */
@@ -233,7 +241,7 @@ export function ensureSyncSchema(db: Db): void {
            adopted_rowid = ?, updated_at = ? WHERE rowid = ?`,
       ).run(randomUUID(), `ses-${randomUUID()}`, adopted, now, row.rowid);
     }
-  })();
+  }).immediate();
 }
 
 export interface SyncState {

@@ -6,6 +6,7 @@ import type { ActionType, SyncEvent } from '../shared/event.ts';
 import { IDENTIFIER_RE } from '../shared/limits.ts';
 import { entityTable } from '../shared/td-actions.ts';
 import { nowIso } from '../shared/time.ts';
+import { dbErrorText, sqliteCode } from './db-errors.ts';
 import { APPLYING_GUARD_SQL, APPLYING_GUARD_TABLE, STATE_ROW, quoteIdent, tableColumns } from './app-db.ts';
 import type { LocalChange, Row } from './outbox.ts';
 import { changedColumns, columnsWritten, entityKey, isConflict, loadUndelivered, type Undelivered } from './rebase.ts';
@@ -39,12 +40,6 @@ export class StreamGapError extends SyncError {
   }
 }
 
-/** SQLITE_BUSY / SQLITE_LOCKED (and their extended codes): another connection holds a lock; retry later. */
-export function isTransientDbError(err: unknown): boolean {
-  const code = (err as { code?: unknown } | null)?.code;
-  return typeof code === 'string' && (code.startsWith('SQLITE_BUSY') || code.startsWith('SQLITE_LOCKED'));
-}
-
 /**
  * Failures that are about the database, not the event: they must stop the frame (rolled back, cursor
  * unchanged) instead of filing every event as poison — a full disk must not discard the stream.
@@ -52,16 +47,8 @@ export function isTransientDbError(err: unknown): boolean {
 const FRAME_LEVEL_CODES = ['SQLITE_BUSY', 'SQLITE_LOCKED', 'SQLITE_IOERR', 'SQLITE_FULL', 'SQLITE_NOMEM', 'SQLITE_CORRUPT', 'SQLITE_NOTADB', 'SQLITE_READONLY', 'SQLITE_CANTOPEN', 'SQLITE_INTERRUPT', 'SQLITE_PROTOCOL', 'SQLITE_PERM'];
 
 function isFrameLevelError(err: unknown): boolean {
-  const code = (err as { code?: unknown } | null)?.code;
-  return typeof code === 'string' && FRAME_LEVEL_CODES.some((c) => code.startsWith(c));
-}
-
-function errorText(err: unknown): string {
-  if (err instanceof Error) {
-    const code = (err as { code?: unknown }).code;
-    return typeof code === 'string' && !err.message.includes(code) ? `${code}: ${err.message}` : err.message;
-  }
-  return String(err);
+  const code = sqliteCode(err);
+  return code !== null && FRAME_LEVEL_CODES.some((c) => code.startsWith(c));
 }
 
 /**
@@ -575,7 +562,7 @@ export class ApplyEngine {
   /** File a permanently failing event (rule 6), or rethrow a frame-level failure. */
   private fail(ev: SyncEvent, err: unknown, result: FrameResult, now: string): void {
     if (isFrameLevelError(err)) throw err;
-    const error = errorText(err);
+    const error = dbErrorText(err);
     this.s.failed.run(ev.serverSeq, ev.clientActionId, ev.entityType, ev.entityId, ev.actionType, error, JSON.stringify(ev), now);
     result.failed.push({ serverSeq: ev.serverSeq, entityType: ev.entityType, entityId: ev.entityId, actionType: ev.actionType, error });
   }

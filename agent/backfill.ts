@@ -92,5 +92,5 @@ export function backfill(db: Db, tables: string[], sessionId: string): number {
     } finally {
       db.exec('DROP TABLE IF EXISTS temp.sync_backfill_seen');
     }
-  })();
+  }).immediate();
 }

@@ -5,6 +5,7 @@ import { parseCommand, UsageError } from '../shared/cli.ts';
 import { createLogger } from '../shared/log.ts';
 import { PROJECT_NAME_RE } from '../shared/limits.ts';
 import { Agent } from './agent.ts';
+import { WriteQueueStopped } from './write-queue.ts';
 import { openAppDb, openAppDbReadonly, ensureSyncSchema, syncedTables, type Db } from './app-db.ts';
 import { readStatus, listConflicts } from './status.ts';
 import { installTriggers } from './triggers.ts';
@@ -73,7 +74,7 @@ function readTuning(): z.infer<typeof TuningSchema> {
   return r.data;
 }
 
-async function run(argv: string[]): Promise<void> {
+async function run(argv: string[]): Promise<number> {
   const f = parseCommand(
     argv,
     { db: { type: 'string' }, hub: { type: 'string' }, project: { type: 'string' }, tables: { type: 'string' }, 'token-file': { type: 'string' } },
@@ -90,20 +91,35 @@ async function run(argv: string[]): Promise<void> {
   const tuning = readTuning();
   const log = createLogger('synchub-agent');
   const agent = new Agent({ db: f.db, hub: f.hub, project: f.project, token, tables: f.tables, ...tuning }, log);
-  agent.start();
   agent.on('problem', (p) => log.warn(p, 'sync problem'));
-  await new Promise<void>((resolve) => {
+  // Runs until a signal, or until something only a person can fix (the database file gone or damaged).
+  const ended = new Promise<number>((resolve) => {
     const stop = (signal: string) => {
       log.info({ signal }, 'signal received');
-      agent.stop().then(resolve, (err) => {
-        log.error({ err: String(err) }, 'stop failed');
-        process.exitCode = 1;
-        resolve();
-      });
+      agent.stop().then(
+        () => resolve(0),
+        (err) => {
+          log.error({ err: String(err) }, 'stop failed');
+          resolve(1);
+        },
+      );
     };
     process.once('SIGTERM', () => stop('SIGTERM'));
     process.once('SIGINT', () => stop('SIGINT'));
+    agent.once('fatal', (err) => {
+      process.stderr.write(`synchub agent: ${err.message}\n`);
+      resolve(1);
+    });
   });
+  try {
+    // Waits while the app holds the database's write lock; throws only for a bad configuration.
+    await agent.start();
+  } catch (err) {
+    if (err instanceof WriteQueueStopped) return ended; // a signal arrived while starting
+    await agent.stop();
+    throw err;
+  }
+  return ended;
 }
 
 async function init(argv: string[]): Promise<void> {
@@ -136,7 +152,12 @@ async function status(argv: string[]): Promise<void> {
   try {
     const s = readStatus(db);
     if (f.json) process.stdout.write(`${JSON.stringify(s)}\n`);
-    else for (const [k, v] of Object.entries(s)) process.stdout.write(`${k.padEnd(15)} ${v ?? '-'}\n`);
+    else {
+      const { waitingForLock, ...rest } = s;
+      for (const [k, v] of Object.entries(rest)) process.stdout.write(`${k.padEnd(15)} ${v ?? '-'}\n`);
+      const wait = waitingForLock ? `for ${Math.round(waitingForLock.sinceMs / 1000)} s (another connection, the app, holds the database's write lock; sync is paused)` : '-';
+      process.stdout.write(`${'waitingForLock'.padEnd(15)} ${wait}\n`);
+    }
   } finally {
     db.close();
   }

@@ -53,6 +53,8 @@ export class Link extends EventEmitter<LinkEvents> {
   private liveTimer: NodeJS.Timeout | null = null;
   private stableTimer: NodeJS.Timeout | null = null;
   private lastTraffic = 0;
+  /** We stopped reading (the app DB is locked): silence from the hub is ours, not a dead link. */
+  private paused = false;
   private readonly log: Logger;
   private readonly o: Required<Omit<LinkOptions, 'log'>>;
 
@@ -90,12 +92,20 @@ export class Link extends EventEmitter<LinkEvents> {
     return true;
   }
 
-  /** Stop reading frames (backpressure while the app DB is locked); the hub then pauses us. */
+  /**
+   * Stop reading frames (backpressure while the app DB is locked); the hub then stops sending. Our
+   * pings still go out, so the hub knows we are alive; the dead-link check waits until we read again.
+   * Applies to the connections that follow too, until resume().
+   */
   pause(): void {
+    this.paused = true;
     this.ws?.pause();
   }
 
   resume(): void {
+    if (!this.paused) return;
+    this.paused = false;
+    this.touch();
     this.ws?.resume();
   }
 
@@ -142,6 +152,7 @@ export class Link extends EventEmitter<LinkEvents> {
       this.touch();
       socket?.on('data', () => this.touch());
       ws.send(JSON.stringify({ type: 'hello', protocol: PROTOCOL_VERSION, deviceId: this.o.deviceId, afterSeq: this.o.afterSeq() }));
+      if (this.paused) ws.pause(); // paused while connecting (ws ignores pause() before open)
       this.liveTimer = setInterval(() => this.checkLive(), Math.max(50, Math.floor(this.o.pingIntervalMs / 2)));
     });
     ws.on('message', (data) => this.onMessage(String(data)));
@@ -188,7 +199,8 @@ export class Link extends EventEmitter<LinkEvents> {
    * is alive when the hub's own ping waits behind a slowly delivered stream.
    */
   private checkLive(): void {
-    if (Date.now() - this.lastTraffic > this.o.deadAfterMs) return this.drop('no traffic from hub: connection presumed dead');
+    if (this.paused) this.touch();
+    else if (Date.now() - this.lastTraffic > this.o.deadAfterMs) return this.drop('no traffic from hub: connection presumed dead');
     this.ws?.ping();
   }
 

@@ -121,6 +121,8 @@ export interface ReadPendingOptions {
 
 export interface PendingPage {
   events: PushEvent[];
+  /** Rows examined that can never be pushed, with why: quarantineRows files them. */
+  unpushable: Unpushable[];
   /**
    * The last rowid examined, quarantined rows included (afterRowid when nothing was found). A page can
    * hold fewer events than rows examined, even none: keep reading from lastRowid until it stops moving.
@@ -135,17 +137,21 @@ function approxBytes(row: OutboxRow): number {
   return Buffer.byteLength(String(row.new_data ?? '')) + Buffer.byteLength(String(row.previous_data ?? ''));
 }
 
+export interface Unpushable {
+  row: OutboxRow;
+  error: string;
+}
+
 /**
- * Pending rows after `afterRowid`, in rowid order, as push events (clientActionId = rowid). Rows that
- * can never be pushed (no entity id, not a synced table, new_data not an object, over the frame size,
- * failing the push schema) are quarantined in sync_failed_events (direction 'outbound') and never
- * returned again; `agent status` counts them.
+ * Pending rows after `afterRowid`, in rowid order, as push events (clientActionId = rowid). Reads only:
+ * rows that can never be pushed (no entity id, not a synced table, new_data not an object, over the
+ * frame size, failing the push schema) come back in `unpushable`, for quarantineRows.
  */
-export function readPending(db: Db, opts: ReadPendingOptions): PendingPage {
+export function scanPending(db: Db, opts: ReadPendingOptions): PendingPage {
   const rows = cached(db, PENDING_SQL).all(opts.afterRowid, opts.limit) as OutboxRow[];
   const tables = new Set(opts.tables);
   const events: PushEvent[] = [];
-  const bad: Array<{ row: OutboxRow; error: string }> = [];
+  const bad: Unpushable[] = [];
   const maxBytes = opts.maxBytes ?? Infinity;
   let bytes = 0;
   let lastRowid = opts.afterRowid;
@@ -183,12 +189,25 @@ export function readPending(db: Db, opts: ReadPendingOptions): PendingPage {
     events.push(event);
     bytes += size;
   }
-  if (bad.length > 0) {
-    db.transaction(() => {
-      for (const b of bad) quarantineRow(db, b.row, b.error);
-    })();
-  }
-  return { events, lastRowid };
+  return { events, unpushable: bad, lastRowid };
+}
+
+/**
+ * File unpushable rows in sync_failed_events (direction 'outbound'): they are never read as pending
+ * again, and `agent status` counts them. Idempotent (a row is filed once). One transaction.
+ */
+export function quarantineRows(db: Db, rows: ReadonlyArray<Unpushable>): void {
+  if (rows.length === 0) return;
+  db.transaction(() => {
+    for (const b of rows) quarantineRow(db, b.row, b.error);
+  }).immediate();
+}
+
+/** scanPending, then quarantine what it found unpushable, at once (tools and tests; the agent queues the write). */
+export function readPending(db: Db, opts: ReadPendingOptions): PendingPage {
+  const page = scanPending(db, opts);
+  quarantineRows(db, page.unpushable);
+  return page;
 }
 
 function quarantineRow(db: Db, row: OutboxRow, error: string): void {
@@ -218,7 +237,7 @@ export function markAcked(db: Db, acks: ReadonlyArray<{ clientActionId: number; 
     let n = 0;
     for (const a of acks) n += stmt.run(now, a.serverSeq, a.clientActionId).changes;
     return n;
-  })();
+  }).immediate();
 }
 
 /** Rows waiting to be pushed (quarantined and undone rows excluded). */

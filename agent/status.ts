@@ -2,6 +2,7 @@
 // read-only connection while the agent runs in another process.
 import type Database from 'better-sqlite3';
 import { getSyncState } from './app-db.ts';
+import { readLiveState } from './live-status.ts';
 import { countPending, type Row } from './outbox.ts';
 
 type Db = Database.Database;
@@ -35,13 +36,26 @@ export interface AgentDbStatus {
   failedInbound: number;
   failedOutbound: number;
   lastSyncAt: string | null;
+  /**
+   * The running agent has been waiting this long for a write lock another connection (the app)
+   * holds; null when it is not waiting (or only briefly) or no agent runs.
+   */
+  waitingForLock: { since: string; sinceMs: number } | null;
 }
 
-/** `now` is a parameter so that staleness can be checked without waiting for it. */
+/**
+ * `now` is a parameter so that staleness can be checked without waiting for it. The agent's live file
+ * (live-status.ts) says whether it runs and what it waits for; sync_state (written when the database
+ * lets it) is the fallback for an agent that predates that file.
+ */
 export function readStatus(db: Db, now = Date.now()): AgentDbStatus {
   const s = getSyncState(db);
-  const fresh = s.updatedAt !== null && now - Date.parse(s.updatedAt) <= STALE_AFTER_MS;
-  const running = fresh && s.status !== 'stopped';
+  const live = readLiveState(db.name);
+  const heartbeat = live ? live.heartbeatAt : s.updatedAt;
+  const status = live ? live.status : s.status;
+  const fresh = heartbeat !== null && now - Date.parse(heartbeat) <= STALE_AFTER_MS;
+  const running = fresh && status !== 'stopped';
+  const lockSince = running && live?.lockWaitSince ? live.lockWaitSince : null;
   const counts = db
     .prepare(
       `SELECT (SELECT COUNT(*) FROM sync_conflicts) AS conflicts,
@@ -55,8 +69,8 @@ export function readStatus(db: Db, now = Date.now()): AgentDbStatus {
     project: s.project,
     hubUrl: s.hubUrl,
     running,
-    connected: running && s.status === 'connected',
-    status: s.status,
+    connected: running && status === 'connected',
+    status,
     cursor: s.cursor,
     hubHead,
     lag: hubHead === null ? 0 : Math.max(0, hubHead - s.cursor),
@@ -66,6 +80,7 @@ export function readStatus(db: Db, now = Date.now()): AgentDbStatus {
     failedInbound: counts.inbound,
     failedOutbound: counts.outbound,
     lastSyncAt: s.lastSyncAt,
+    waitingForLock: lockSince === null ? null : { since: lockSince, sinceMs: Math.max(0, now - Date.parse(lockSince)) },
   };
 }
 

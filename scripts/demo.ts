@@ -20,13 +20,13 @@ const port = await hub.listen();
 console.log(`hub on ws://127.0.0.1:${port}, store ${join(dir, 'hub.db')}`);
 
 /** An app: its own SQLite file with an `issues` table, written through its own connection. */
-function makeApp(name: string) {
+async function makeApp(name: string) {
   const path = join(dir, `${name}.db`);
   const db = new Database(path);
   db.pragma('journal_mode = WAL');
   db.exec('CREATE TABLE issues (id TEXT PRIMARY KEY, title TEXT, status TEXT, deleted_at TEXT)');
   const agent = new Agent({ db: path, hub: `ws://127.0.0.1:${port}`, project: 'demo', token, tables: ['issues'] });
-  agent.start();
+  await agent.start();
   // The app's contract: the change and its action_log row in one transaction.
   const write = db.transaction((action: 'create' | 'update', row: Record<string, string>, prev?: Record<string, string>) => {
     if (action === 'create') db.prepare('INSERT INTO issues (id, title, status) VALUES (@id, @title, @status)').run(row);
@@ -39,8 +39,8 @@ function makeApp(name: string) {
   return { name, db, agent, write };
 }
 
-const laptop = makeApp('laptop');
-const phone = makeApp('phone');
+const laptop = await makeApp('laptop');
+const phone = await makeApp('phone');
 
 async function until(what: string, check: () => boolean): Promise<void> {
   const start = Date.now();
@@ -50,7 +50,7 @@ async function until(what: string, check: () => boolean): Promise<void> {
   }
   console.log(`  ${what}: ${Date.now() - start} ms`);
 }
-const row = (app: typeof laptop) => app.db.prepare("SELECT * FROM issues WHERE id = 'i1'").get() as Record<string, string> | undefined;
+const row = (app: { db: Database.Database }) => app.db.prepare("SELECT * FROM issues WHERE id = 'i1'").get() as Record<string, string> | undefined;
 
 console.log('laptop creates issue i1');
 laptop.write('create', { id: 'i1', title: 'Write the demo', status: 'open' });

@@ -331,7 +331,7 @@ async function catchupAgent(j: Extract<Job, { kind: 'catchup-agent' }>) {
       });
       agent.on('problem', (e) => process.stderr.write(`agent problem: ${e.code} ${e.message}\n`));
     });
-    agent.start();
+    await agent.start();
     const t1 = await done;
     await agent.stop();
     const check = new Database(db, { readonly: true });

@@ -2,7 +2,8 @@
 import Database from 'better-sqlite3';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { getCursor, getSyncState, type Db } from '../../agent/app-db.ts';
-import { APPLYING_GUARD_SQL, ApplyEngine, StreamGapError, isTransientDbError } from '../../agent/apply.ts';
+import { APPLYING_GUARD_SQL, ApplyEngine, StreamGapError } from '../../agent/apply.ts';
+import { isTransientDbError } from '../../agent/db-errors.ts';
 import { APP_TABLES, dumpTables, ev, makeAgentDb, tempDir, type TempDir } from '../kit/app-db.ts';
 
 let tmp: TempDir;

@@ -69,7 +69,7 @@ describe('readPending', () => {
     expect(p2.events.map((e) => e.clientActionId)).toEqual(ids.slice(2, 4));
     const p3 = read(p2.lastRowid, 10);
     expect(p3.events.map((e) => e.clientActionId)).toEqual(ids.slice(4));
-    expect(read(p3.lastRowid)).toEqual({ events: [], lastRowid: p3.lastRowid });
+    expect(read(p3.lastRowid)).toMatchObject({ events: [], unpushable: [], lastRowid: p3.lastRowid });
   });
 
   it('maps td-style rows: action names, entity aliases, empty previous_data, Go timestamps, NULL session', () => {
@@ -149,7 +149,8 @@ describe('readPending', () => {
     const bad = app.rawLog({ action_type: 'create', entity_type: 'widgets', entity_id: 'w1', new_data: '{}', timestamp: 'x' });
     const good = app.create('issues', { id: 'i1', title: 'A' });
     const p1 = read(0, 1);
-    expect(p1).toEqual({ events: [], lastRowid: bad });
+    expect(p1).toMatchObject({ events: [], lastRowid: bad });
+    expect(p1.unpushable.map((u) => u.row.rowid)).toEqual([bad]);
     expect(read(p1.lastRowid, 1).events.map((e) => e.clientActionId)).toEqual([good]);
   });
 

@@ -38,14 +38,14 @@ describe('adopting an existing database', () => {
 
     const legacy = new Device('legacy', path, hub);
     devices = [legacy, ...makeDevices(tmp.dir, hub, ['fresh'])];
-    for (const d of devices) d.start();
+    for (const d of devices) await d.start();
     await quiesce(hub, devices);
     await checkConverged(hub, devices, tmp.dir);
     expect(devices[1]!.tables().issues).toHaveLength(250);
     expect(devices[1]!.writer.row('comments', 'oc')).toMatchObject({ body: 'legacy comment' });
     // A restart does not backfill again (the cursor is no longer 0).
     await legacy.stop();
-    legacy.start();
+    await legacy.start();
     await quiesce(hub, devices);
     expect(await hub.store.headSeq(hub.project)).toBe(251);
   });
@@ -57,7 +57,7 @@ describe('adopting an existing database', () => {
     const undone = a.writer.create('issues', { id: 'undone', title: 'undone' });
     a.writer.db.prepare('UPDATE action_log SET undone = 1 WHERE rowid = ?').run(undone);
     a.writer.db.prepare("DELETE FROM issues WHERE id = 'undone'").run();
-    for (const d of devices) d.start();
+    for (const d of devices) await d.start();
     await quiesce(hub, devices);
     const log = await hubLog(hub.store, hub.project);
     expect(log.map((e) => e.entityId)).toEqual(['kept']);
@@ -77,7 +77,7 @@ describe('adopting an existing database', () => {
     w.db.prepare("INSERT INTO comments (id, issue_id, body) VALUES ('tc', 'td-1', 'note')").run();
     w.rawLog({ id: 'al3', session_id: 'ses_td', action_type: 'create', entity_type: 'comment', entity_id: 'tc',
       previous_data: '', new_data: JSON.stringify({ id: 'tc', issue_id: 'td-1', body: 'note' }), timestamp: '2026-01-02T03:06:00Z', undone: 0 });
-    for (const d of devices) d.start();
+    for (const d of devices) await d.start();
     await quiesce(hub, devices);
     const log = await hubLog(hub.store, hub.project);
     expect(log.map((e) => [e.actionType, e.entityType])).toEqual([['create', 'issues'], ['soft_delete', 'issues'], ['create', 'comments']]);
@@ -95,7 +95,7 @@ describe('adopting an existing database', () => {
     }
     devices = paths.map((p, i) => new Device(`t${i + 1}`, p, hub));
     const [t1, t2] = devices as [Device, Device];
-    for (const d of devices) d.start();
+    for (const d of devices) await d.start();
     // The app writes plain SQL: no action_log code at all.
     t1.writer.db.prepare("INSERT INTO issues (id, title, status) VALUES ('x', 'plain sql', 'open')").run();
     await eventually(() => t2.writer.row('issues', 'x')?.title === 'plain sql', 'insert to travel');
@@ -124,7 +124,7 @@ describe('`agent init` on td\'s own action_log schema', () => {
     expect(r.code, r.stderr).toBe(0);
     devices = [new Device('td', path, hub), ...makeDevices(tmp.dir, hub, ['peer'])];
     const [td, peer] = devices as [Device, Device];
-    for (const d of devices) d.start();
+    for (const d of devices) await d.start();
     td.writer.db.prepare("INSERT INTO issues (id, title) VALUES ('t1', 'captured')").run();
     await eventually(() => peer.writer.row('issues', 't1')?.title === 'captured', 'captured insert to travel');
     const logged = td.writer.db.prepare('SELECT id, session_id FROM action_log').all() as { id: number; session_id: string }[];
@@ -147,7 +147,7 @@ describe('poison events', () => {
       makeEvent(4, { entityId: 'good', payload: { schemaVersion: 1, newData: { id: 'good', title: 'after the poison' }, previousData: null } }),
     ]);
     await raw.close();
-    a.start();
+    await a.start();
     await quiesce(hub, devices);
     expect(a.writer.row('issues', 'good')).toMatchObject({ title: 'after the poison' });
     const status = a.status();
@@ -166,14 +166,14 @@ describe('status and conflicts commands', () => {
   it('read the DB while the agent runs', async () => {
     devices = makeDevices(tmp.dir, hub, ['a', 'b']);
     const [a, b] = devices as [Device, Device];
-    for (const d of devices) d.start();
+    for (const d of devices) await d.start();
     a.writer.create('issues', { id: 'i1', title: 'base' });
     await quiesce(hub, devices);
     await b.stop();
     b.writer.update('issues', 'i1', { title: 'b pending' });
     a.writer.update('issues', 'i1', { title: 'a committed' });
     await eventually(async () => (await hub.store.headSeq(hub.project)) === 2, 'a\'s update at the hub');
-    b.start();
+    await b.start();
     await quiesce(hub, devices);
 
     const status = await runCli(['agent', 'status', '--db', b.path, '--json']);

@@ -31,7 +31,7 @@ async function runScenario(seed: number): Promise<void> {
   const rnd = seededRandom(seed);
   const pick = <T,>(xs: T[]): T => xs[Math.floor(rnd() * xs.length)]!;
   devices = makeDevices(tmp.dir, hub, [`a${seed}`, `b${seed}`, `c${seed}`]);
-  for (const d of devices) d.start();
+  for (const d of devices) await d.start();
 
   for (let step = 0; step < 150; step++) {
     const d = pick(devices);
@@ -40,7 +40,7 @@ async function runScenario(seed: number): Promise<void> {
     if (r < 0.08) {
       // Disconnect / reconnect the device.
       if (d.agent) await d.stop();
-      else d.start();
+      else await d.start();
     } else if (r < 0.3) {
       d.writer.create('issues', { id, title: `t${step}`, status: pick(STATUSES), priority: step });
     } else if (r < 0.7) {
@@ -56,7 +56,7 @@ async function runScenario(seed: number): Promise<void> {
     }
     if (rnd() < 0.3) await delay(Math.floor(rnd() * 5));
   }
-  for (const d of devices) if (!d.agent) d.start();
+  for (const d of devices) if (!d.agent) await d.start();
   await quiesce(hub, devices, 60_000);
   await checkConverged(hub, devices, tmp.dir);
   for (const d of devices) expect(d.status().pending).toBe(0);

@@ -72,8 +72,8 @@ describe('kill -9 of the agent', () => {
     // Restart (in-process this time) and catch up the rest.
     const resumed = new Device('victim', path, hub);
     devices = [...makeDevices(tmp.dir, hub, ['other']), resumed];
-    resumed.start();
-    devices[0]!.start();
+    await resumed.start();
+    await devices[0]!.start();
     await quiesce(hub, devices, 60_000);
     await checkConverged(hub, devices, tmp.dir);
     expect(resumed.writer.row('issues', 'i-1')).toMatchObject({ title: `updated ${total / 2 + 1}` });
@@ -101,8 +101,8 @@ describe('kill -9 of the agent', () => {
     expect(readStatus(db, Date.now() + 3 * HEARTBEAT_MS + 1000)).toMatchObject({ running: false, connected: false });
     db.close();
 
-    pusher.start();
-    reader.start();
+    await pusher.start();
+    await reader.start();
     await quiesce(hub, devices, 60_000);
     const log = await checkConverged(hub, devices, tmp.dir); // exactly once per action_log row
     expect(log).toHaveLength(20_000);

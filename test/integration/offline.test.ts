@@ -26,7 +26,7 @@ describe('offline replay', () => {
   it('1,000 changes written while an agent is stopped, and others meanwhile, converge exactly once', async () => {
     devices = makeDevices(tmp.dir, hub, ['a', 'b', 'c']);
     const [a, b, c] = devices as [Device, Device, Device];
-    for (const d of devices) d.start();
+    for (const d of devices) await d.start();
     a.writer.create('issues', { id: 'shared', title: 'shared', status: 'open', priority: 0 });
     await quiesce(hub, devices);
 
@@ -44,7 +44,7 @@ describe('offline replay', () => {
     }
     expect(a.status().pending).toBe(1000);
 
-    a.start();
+    await a.start();
     await quiesce(hub, devices, 60_000);
     const log = await checkConverged(hub, devices, tmp.dir);
     expect(log.filter((e) => e.deviceId === a.status().deviceId)).toHaveLength(1001);
@@ -56,7 +56,7 @@ describe('rebase over pending local edits', () => {
   it('keeps a pending local edit against a remote update of the same field, records the conflict, and the local edit wins everywhere', async () => {
     devices = makeDevices(tmp.dir, hub, ['a', 'b']);
     const [a, b] = devices as [Device, Device];
-    for (const d of devices) d.start();
+    for (const d of devices) await d.start();
     a.writer.create('issues', { id: 'i1', title: 'original', status: 'open' });
     await quiesce(hub, devices);
 
@@ -69,7 +69,7 @@ describe('rebase over pending local edits', () => {
 
     // b comes back. Hold its pushes for a moment? No need: the remote update arrives in the
     // stream at seq 2 before b's own edit is delivered back (seq 3), so it meets a pending edit.
-    b.start();
+    await b.start();
     await quiesce(hub, devices);
     await checkConverged(hub, devices, tmp.dir);
     for (const d of devices) expect(d.writer.row('issues', 'i1')).toMatchObject({ title: 'from b (offline)', status: 'doing' });

@@ -27,7 +27,7 @@ describe('live sync between devices', () => {
   it('create, update, soft_delete, restore and delete on one device appear on the others', async () => {
     devices = makeDevices(tmp.dir, hub, ['a', 'b', 'c']);
     const [a, b, c] = devices as [Device, Device, Device];
-    for (const d of devices) d.start();
+    for (const d of devices) await d.start();
 
     a.writer.create('issues', { id: 'i1', title: 'first', status: 'open', priority: 2, labels: JSON.stringify(['x']) });
     await eventually(() => row(b, 'i1')?.title === 'first' && row(c, 'i1')?.title === 'first', 'create to reach b and c');
@@ -57,7 +57,7 @@ describe('live sync between devices', () => {
   it('updates of different fields on two devices both survive', async () => {
     devices = makeDevices(tmp.dir, hub, ['a', 'b']);
     const [a, b] = devices as [Device, Device];
-    for (const d of devices) d.start();
+    for (const d of devices) await d.start();
     a.writer.create('issues', { id: 'i1', title: 'old title', status: 'open', priority: 1 });
     await eventually(() => row(b, 'i1') !== undefined, 'create to reach b');
 
@@ -66,8 +66,8 @@ describe('live sync between devices', () => {
     await b.stop();
     a.writer.update('issues', 'i1', { title: 'new title' });
     b.writer.update('issues', 'i1', { priority: 5 });
-    a.start();
-    b.start();
+    await a.start();
+    await b.start();
     await quiesce(hub, devices);
     await checkConverged(hub, devices, tmp.dir);
     for (const d of devices) expect(row(d, 'i1')).toMatchObject({ title: 'new title', priority: 5, status: 'open' });
@@ -76,7 +76,7 @@ describe('live sync between devices', () => {
   it('a change is noticed and delivered without any polling interval', async () => {
     devices = makeDevices(tmp.dir, hub, ['a', 'b']);
     const [a, b] = devices as [Device, Device];
-    for (const d of devices) d.start();
+    for (const d of devices) await d.start();
     await eventually(() => a.status().connected && b.status().connected, 'both connected');
     const started = Date.now();
     a.writer.create('issues', { id: 'fast', title: 't' });

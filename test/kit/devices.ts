@@ -7,6 +7,7 @@ import { join } from 'node:path';
 import { Agent, type AgentOptions } from '../../agent/agent.ts';
 import { getSyncState, openAppDb, type Db } from '../../agent/app-db.ts';
 import { readStatus } from '../../agent/status.ts';
+import { SyncError } from '../../shared/errors.ts';
 import { EventSchema, type SyncEvent } from '../../shared/event.ts';
 import type { EventStore } from '../../hub/store/event-store.ts';
 import { APP_TABLES, AppWriter, dumpTables, makeAppDb, replayInto } from './app-db.ts';
@@ -38,12 +39,13 @@ export class Device {
     this.reader = openAppDb(path);
   }
 
-  /** Start (or restart) the in-process agent. */
-  start(): Agent {
+  /** Start (or restart) the in-process agent; resolves once it syncs (it waits out a locked database). */
+  async start(): Promise<Agent> {
     if (this.agent) throw new Error(`${this.name}: agent already running`);
-    this.agent = new Agent({ db: this.path, hub: this.hub.url, project: this.hub.project, token: this.hub.token, tables: APP_TABLES, ...FAST_AGENT, ...this.agentOptions });
-    this.agent.start();
-    return this.agent;
+    const agent = new Agent({ db: this.path, hub: this.hub.url, project: this.hub.project, token: this.hub.token, tables: APP_TABLES, ...FAST_AGENT, ...this.agentOptions });
+    this.agent = agent;
+    await agent.start();
+    return agent;
   }
 
   async stop(): Promise<void> {
@@ -58,6 +60,16 @@ export class Device {
 
   status() {
     return readStatus(this.reader);
+  }
+
+  /** Status, or null while no agent has prepared the database yet (a daemon still starting). */
+  statusIfReady(): ReturnType<typeof readStatus> | null {
+    try {
+      return readStatus(this.reader);
+    } catch (err) {
+      if (err instanceof SyncError && err.code === 'not_initialized') return null;
+      throw err;
+    }
   }
 
   /** action_log rows the app wrote (not undone), with the session id they are pushed under. */
@@ -101,8 +113,8 @@ export async function quiesce(hub: HubRef, devices: Device[], timeoutMs = 30_000
     async () => {
       head = await hub.store.headSeq(hub.project);
       return devices.every((d) => {
-        const s = d.status();
-        return s.pending === 0 && s.cursor === head;
+        const s = d.statusIfReady();
+        return s !== null && s.pending === 0 && s.cursor === head;
       }) && head === (await hub.store.headSeq(hub.project));
     },
     'devices to quiesce',

@@ -34,7 +34,7 @@ describe('an agent with only pingIntervalMs set', () => {
     // FAST_AGENT sets pingIntervalMs (1 s) and leaves deadAfterMs to its default: 3 s.
     devices = makeDevices(tmp.dir, { url: proxy.url, project: hub.project, token: hub.token, store: hub.store }, ['d']);
     const [d] = devices as [Device];
-    const agent = d.start();
+    const agent = await d.start();
     const downs: string[] = [];
     agent.on('status', (s) => void (s.state !== 'open' && downs.push(s.state)));
     await eventually(() => d.status().connected, 'first connection', 10_000);

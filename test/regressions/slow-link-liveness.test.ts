@@ -41,7 +41,7 @@ describe('a slow but live link', () => {
       deadAfterMs: 2000,
     });
     const [slow] = devices as [Device];
-    slow.start();
+    await slow.start();
     // Before the fix: dropped every 2 s, mid-frame, and the cursor never left 0.
     await eventually(() => slow.status().cursor >= 400, 'two backlog frames over the trickle', 20_000, 50);
     expect(proxy.stats.connections).toBe(1);
@@ -61,7 +61,7 @@ describe('a slow but live link', () => {
       deadAfterMs: 2000,
     });
     const [slow] = devices as [Device];
-    slow.start();
+    await slow.start();
     // Before the fix: terminated 1-2 s into every connection; the bytes already in flight carried the
     // cursor to 400 once, then every reconnect died before its first frame was through.
     await eventually(() => slow.status().cursor === 600, 'the whole backlog over the trickle', 25_000, 50);
