@@ -56,6 +56,8 @@ const TuningSchema = z
     deadAfterMs: z.number().int().positive(),
     backoffBaseMs: z.number().int().positive(),
     backoffCapMs: z.number().int().positive(),
+    heartbeatMs: z.number().int().positive(),
+    lockReportAfterMs: z.number().int().positive(),
   })
   .partial()
   .strict();
