@@ -175,7 +175,7 @@ export class Agent extends EventEmitter<AgentEvents> {
       o.pushBatchSize,
       o.maxPushesInFlight,
     );
-    this.watcher = new DataVersionWatcher(db, () => this.pusher.wake(), o.watchIntervalMs);
+    this.watcher = new DataVersionWatcher(db, () => this.pusher.wake(), o.watchIntervalMs, (err) => this.dbFailed(err));
 
     this.link.on('welcome', (w) => {
       this.headSeq = w.headSeq;
@@ -246,15 +246,22 @@ export class Agent extends EventEmitter<AgentEvents> {
 
   /**
    * A read outside the write queue. In WAL mode reads do not wait for the writer, but SQLite can still
-   * answer BUSY in rare moments (another connection recovering the WAL): then use `fallback`.
+   * answer BUSY in rare moments (another connection recovering the WAL): then use `fallback`, as for
+   * any other failure, which is logged (or, for a damaged database, stops the agent).
    */
   private tryRead<T>(read: () => T, fallback: T): T {
     try {
       return read();
     } catch (err) {
-      if (!isTransientDbError(err)) throw err;
+      this.dbFailed(err);
       return fallback;
     }
+  }
+
+  private dbFailed(err: unknown): void {
+    if (isTransientDbError(err)) return;
+    if (isFatalDbError(err)) return this.fail(new SyncError('database_unusable', `the app database cannot be used: ${dbErrorText(err)}`));
+    this.log.error({ err: dbErrorText(err) }, 'a read of the app database failed; trying again shortly');
   }
 
   /** The pusher's source: pending rows; unpushable ones are quarantined through the write queue. */
@@ -326,7 +333,7 @@ export class Agent extends EventEmitter<AgentEvents> {
     const done = this.writes.run(what, fn, { key });
     done.catch((err: unknown) => {
       if (err instanceof WriteQueueStopped) return;
-      if (isFatalDbError(err)) return this.fail(new SyncError('database_unusable', `the app database cannot be used: ${dbErrorText(err)}`));
+      if (isFatalDbError(err)) return this.dbFailed(err);
       this.log.error({ err: dbErrorText(err), what }, 'a write to the app database failed; carrying on');
     });
     return done;

@@ -8,7 +8,13 @@ export class DataVersionWatcher {
   private last: number;
   private readonly stmt: Database.Statement;
 
-  constructor(db: Database.Database, private readonly onChange: () => void, private readonly intervalMs = 5) {
+  constructor(
+    db: Database.Database,
+    private readonly onChange: () => void,
+    private readonly intervalMs = 5,
+    /** A failed read (rare in WAL: another connection recovering the file); the next tick tries again. */
+    private readonly onError: (err: unknown) => void = () => {},
+  ) {
     this.stmt = db.prepare('PRAGMA data_version').pluck();
     this.last = this.stmt.get() as number;
   }
@@ -24,7 +30,12 @@ export class DataVersionWatcher {
   }
 
   private check(): void {
-    const v = this.stmt.get() as number;
+    let v: number;
+    try {
+      v = this.stmt.get() as number;
+    } catch (err) {
+      return this.onError(err);
+    }
     if (v !== this.last) {
       this.last = v;
       this.onChange();
