@@ -10,6 +10,14 @@
 //   offline      one device cut off for a long stretch while its app keeps writing
 //   slow         one device reads its socket at a trickle (hub -> agent bytes rate-limited)
 //   clock_skew   devices' apps write timestamps minutes apart (for the whole run)
+//   app_lock     one device's app holds its database's write lock for 5-30 s (BEGIN IMMEDIATE and
+//                its changes in that open transaction, then COMMIT): the agent can neither apply nor
+//                mark pushes synced meanwhile, and must wait it out without exiting
+//   app_read_hold  one device's app keeps a read transaction open ~10 s while it and the agent write
+//                (the WAL cannot be checkpointed past it)
+//   slow_backlog one device goes offline, a bulk loader pushes a backlog (20,000 events in the soak)
+//                straight to the hub, then the device comes back behind a 3 KB/s link for minutes:
+//                its cursor must keep moving (not be dropped as a slow consumer over and over)
 //
 // Then every fault is healed, the writers stop, and once the system is quiet the run checks:
 //   (1) every action_log row of every device is in the hub log exactly once (by dedup key), the
@@ -19,28 +27,51 @@
 //   (4) no pending outbox rows, no cursor short of the head, no quarantined or failed events;
 //   (5) during the run: a black-holed link was given up (and a new one tried) within the agent's
 //       dead-link bound plus backoff;
-// plus: no process died that the harness did not kill. A violation carries the smallest evidence
-// (entity, devices, values). Everything runs on 127.0.0.1 and every wait is bounded.
+//   (6) during a slow_backlog stretch: the slow device's cursor never stood still longer than
+//       `slowProgressMs` (counted from its first connection after the link came back; the plan
+//       puts no hub kill, agent kill or app fault on it meanwhile, so the slow link is the only cause);
+// plus: no process died that the harness did not kill: an agent that exits on its own (any code,
+// 0 and 1 included, or a signal) is a violation with the last lines of its stderr, counted in
+// stats.agentExits, and is restarted a second later as a supervisor would (so the run goes on).
+// A violation carries the smallest evidence (entity, devices, values). Everything runs on 127.0.0.1
+// and every wait is bounded. The loader's events (slow_backlog) are checked like a device's: each
+// acked one is in the log exactly once at its acked seq, and the devices apply them like any other.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import Database from 'better-sqlite3';
-import type { SyncEvent } from '../../shared/event.ts';
+import type { PushEvent, SyncEvent } from '../../shared/event.ts';
 import { dedupKey } from '../../shared/event.ts';
 import type { EventStore } from '../../hub/store/event-store.ts';
 import { SqliteEventStore } from '../../hub/store/sqlite.ts';
+import { RejectReason } from '../../shared/errors.ts';
+import { MAX_BATCH_EVENTS } from '../../shared/limits.ts';
 import { dumpTables, makeAppDb, replayInto } from '../kit/app-db.ts';
 import { Device, hubLog, spawnAgent, type HubRef } from '../kit/devices.ts';
 import { REPO_ROOT, runCli, spawnHub, type SpawnedHub } from '../kit/hub.ts';
-import { delay, seededRandom } from '../kit/ws-client.ts';
+import { delay, seededRandom, SyncClient } from '../kit/ws-client.ts';
 import { FaultProxy } from './proxy.ts';
 
 const WRITER = fileURLToPath(new URL('./writer.ts', import.meta.url));
 const PROJECT = 'chaos';
 
-export type FaultKind = 'hub_kill' | 'agent_kill' | 'link_cut' | 'link_stall' | 'link_reset' | 'offline' | 'slow' | 'clock_skew';
+export type FaultKind =
+  | 'hub_kill'
+  | 'agent_kill'
+  | 'link_cut'
+  | 'link_stall'
+  | 'link_reset'
+  | 'offline'
+  | 'slow'
+  | 'clock_skew'
+  | 'app_lock'
+  | 'app_read_hold'
+  | 'slow_backlog';
+
+/** Faults of a device's app (one at a time per device, never on a device in a slow_backlog). */
+const APP_FAULTS: ReadonlySet<FaultKind> = new Set(['app_lock', 'app_read_hold']);
 
 export interface ChaosConfig {
   seed: number;
@@ -63,6 +94,20 @@ export interface ChaosConfig {
   slowRate: [number, number];
   /** Largest clock skew of a device, ms (either direction). */
   skewMs: number;
+  /** How long the app holds its write lock (app_lock); the first guaranteed one gets the maximum. */
+  appLockMs: [number, number];
+  /** How long the app keeps a read transaction open (app_read_hold). */
+  appReadHoldMs: [number, number];
+  /** slow_backlog: events the loader pushes while the device is offline. */
+  backlogEvents: number;
+  /** slow_backlog: the device's hub -> agent rate afterwards, bytes/s. */
+  backlogRate: number;
+  /** slow_backlog: how long the link stays that slow. */
+  backlogSlowMs: [number, number];
+  /** slow_backlog: time the plan reserves for the load (the device is offline meanwhile). No hub kill during a slow_backlog. */
+  backlogLoadMs: number;
+  /** Check (6): the slow device's cursor never stands still longer than this on its slow link. */
+  slowProgressMs: number;
   /** At least this many of each (when the fault phase is long enough to place them). */
   guaranteed: Partial<Record<Exclude<FaultKind, 'clock_skew'>, number>>;
   /** SYNCHUB_AGENT_TUNING for the agents (null: production timings). */
@@ -93,6 +138,10 @@ export interface ChaosSummary {
   violations: Violation[];
   stats: {
     durationMs: number;
+    /** Agents that exited without the harness asking (each one is also a violation). */
+    agentExits: number;
+    /** Events pushed by the backlog loader (slow_backlog), not by any device: hubEvents = eventsWritten + loadedEvents. */
+    loadedEvents: number;
     conflictsRecorded: number;
     hubRebindRetries: number;
     writerOps: number;
@@ -100,6 +149,8 @@ export interface ChaosSummary {
     proxyConnections: number;
     quiesceMs: number;
     slow: SlowReport[];
+    backlog: BacklogReport[];
+    appHolds: AppHoldReport[];
     /** Why links went down and what the hub complained about, counted. */
     logs: Record<string, number>;
     /** Where the DBs are (kept when there are violations). */
@@ -112,7 +163,8 @@ export function shortConfig(seed: number): ChaosConfig {
   return {
     seed,
     devices: 5,
-    faultMs: 36_000,
+    // Room for the 30 s slow_backlog (no hub kill inside it) and the hub kills around it.
+    faultMs: 40_000,
     writeRate: 15,
     meanFaultGapMs: 2_500,
     hubDownMs: [100, 1_500],
@@ -124,7 +176,19 @@ export function shortConfig(seed: number): ChaosConfig {
     slowMs: [6_000, 10_000],
     slowRate: [2_000, 8_000],
     skewMs: 5 * 60_000,
-    guaranteed: { hub_kill: 2, agent_kill: 3, offline: 1, slow: 1, link_stall: 1, link_cut: 1, link_reset: 1 },
+    // Bounded for `npm test`, but the guaranteed (longest) lock outlasts the 5 s busy timeout that
+    // SQLite connections here (agent and app) use by default.
+    appLockMs: [5_000, 12_000],
+    appReadHoldMs: [5_000, 10_000],
+    // 4,000 instead of the soak's 20,000: at 3 KB/s the link delivers ~65 KB in the 22 s stretch
+    // either way (either backlog is MBs), and every device applies the backlog and the final checks
+    // replay it: 4,000 keeps `npm test` bounded on 2 cores. The stretch outlasts the bound of check 6.
+    backlogEvents: 4_000,
+    backlogRate: 3_000,
+    backlogSlowMs: [22_000, 22_000],
+    backlogLoadMs: 6_000,
+    slowProgressMs: 20_000,
+    guaranteed: { hub_kill: 2, agent_kill: 3, offline: 1, slow: 1, link_stall: 1, link_cut: 1, link_reset: 1, app_lock: 2, app_read_hold: 1, slow_backlog: 1 },
     agentTuning: { pingIntervalMs: 1_000, backoffBaseMs: 50, backoffCapMs: 1_000 },
     afterHealWriteMs: 2_000,
     quiesceTimeoutMs: 30_000,
@@ -150,7 +214,25 @@ export function soakConfig(seed: number, minutes: number, devices: number): Chao
     slowMs: [30_000, 120_000],
     slowRate: [1_000, 16_000],
     skewMs: 10 * 60_000,
-    guaranteed: { hub_kill: 3 * perTen, agent_kill: 5 * perTen, offline: perTen, slow: perTen, link_stall: 2 * perTen, link_cut: 2 * perTen, link_reset: perTen },
+    appLockMs: [5_000, 30_000],
+    appReadHoldMs: [8_000, 15_000],
+    backlogEvents: 20_000,
+    backlogRate: 3_000,
+    backlogSlowMs: [120_000, 300_000],
+    backlogLoadMs: 30_000,
+    slowProgressMs: 20_000,
+    guaranteed: {
+      hub_kill: 3 * perTen,
+      agent_kill: 5 * perTen,
+      offline: perTen,
+      slow: perTen,
+      link_stall: 2 * perTen,
+      link_cut: 2 * perTen,
+      link_reset: perTen,
+      app_lock: 2 * perTen,
+      app_read_hold: perTen,
+      slow_backlog: perTen,
+    },
     agentTuning: null,
     afterHealWriteMs: 5_000,
     // Production timings: a link black-holed at the end is noticed after ~31 s, then up to 30 s of backoff.
@@ -173,25 +255,75 @@ export interface SlowReport {
   newConnections: number;
 }
 
-interface PlannedFault {
+/** What a slow_backlog device did: offline while the backlog was loaded, then behind a trickle. */
+export interface BacklogReport {
+  device: number;
+  /** Events the loader pushed (and the hub acked), and how long that took. */
+  events: number;
+  loadMs: number;
+  /** Loader connections beyond the first (hub restarts meanwhile). */
+  loadReconnects: number;
+  rate: number;
+  /** The slow stretch (from the link coming back to full speed again). */
+  ms: number;
+  cursorAtCut: number;
+  /** When the link came back (slow), and when the stretch ended. */
+  cursorBefore: number;
+  cursorAfter: number;
+  headBefore: number;
+  headAfter: number;
+  /** Times the cursor moved (sampled every 500 ms), and its longest standstill (check 6). */
+  advances: number;
+  longestStillMs: number;
+  boundMs: number;
+  bytesDelivered: number;
+  newConnections: number;
+}
+
+/** An app_lock / app_read_hold as the writer reported it. */
+export interface AppHoldReport {
+  device: number;
+  kind: 'app_lock' | 'app_read_hold';
+  requestedMs: number;
+  /** Time to take the lock (the agent may hold it for a moment). */
+  waitedMs: number;
+  /** How long it was held (0: never taken). */
+  heldMs: number;
+  /** App changes committed with it (inside the lock's transaction, or beside the read hold). */
+  changes: number;
+  committed: boolean;
+}
+
+export interface PlannedFault {
   at: number;
   kind: Exclude<FaultKind, 'clock_skew'>;
   device: number;
+  /** The whole fault (slow_backlog: load allowance + slow stretch). */
   durationMs: number;
   rate?: number;
   /** offline only: the link comes back slow for a while. */
   thenSlow?: { ms: number; rate: number };
+  /** slow_backlog only. */
+  backlog?: { events: number; rate: number; loadMs: number; slowMs: number };
 }
 
-/** The seeded fault schedule: guaranteed faults at random times, then random ones; no two link faults overlap on one device. */
+/**
+ * The seeded fault schedule: guaranteed faults at random times, then random ones. No two link faults
+ * overlap on one device, nor two app faults; a slow_backlog device gets no app fault and no agent kill
+ * meanwhile, and no hub kill falls into a slow_backlog.
+ */
 export function planFaults(cfg: ChaosConfig, rnd: () => number): PlannedFault[] {
   const between = (r: [number, number]) => Math.round(r[0] + rnd() * (r[1] - r[0]));
   const plan: PlannedFault[] = [];
-  const linkBusy: Array<Array<[number, number]>> = Array.from({ length: cfg.devices }, () => []);
-  const hubBusy: Array<[number, number]> = [];
+  type Spans = Array<[number, number]>;
+  const perDevice = (): Spans[] => Array.from({ length: cfg.devices }, () => []);
+  const linkBusy = perDevice();
+  const appBusy = perDevice();
+  const agentBusy = perDevice();
+  const hubBusy: Spans = [];
   const end = cfg.faultMs;
-  const overlaps = (spans: Array<[number, number]>, a: number, b: number) => spans.some(([x, y]) => a < y + 500 && x < b + 500);
-  const durationOf = (kind: PlannedFault['kind']): number => {
+  const overlaps = (spans: Spans, a: number, b: number) => spans.some(([x, y]) => a < y + 500 && x < b + 500);
+  const durationOf = (kind: PlannedFault['kind'], longest: boolean): number => {
     switch (kind) {
       case 'hub_kill':
         return between(cfg.hubDownMs);
@@ -200,54 +332,101 @@ export function planFaults(cfg: ChaosConfig, rnd: () => number): PlannedFault[] 
       case 'link_cut':
         return between(cfg.cutMs);
       case 'link_stall':
-        return between(cfg.stallMs);
+        // Guaranteed stalls last the longest: long enough to need dead-link detection (check 5).
+        return longest ? cfg.stallMs[1] : between(cfg.stallMs);
       case 'link_reset':
         return 0;
       case 'offline':
         return between(cfg.offlineMs);
       case 'slow':
         return between(cfg.slowMs);
+      case 'app_lock':
+        // The first guaranteed lock is the longest: past the 5 s busy timeout of a default connection.
+        return longest ? cfg.appLockMs[1] : between(cfg.appLockMs);
+      case 'app_read_hold':
+        return between(cfg.appReadHoldMs);
+      case 'slow_backlog':
+        return cfg.backlogLoadMs + between(cfg.backlogSlowMs);
     }
   };
+  /** The first device from `device` on that is free in every one of `busy` over [a, b]. */
+  const freeDevice = (device: number, a: number, b: number, busy: Spans[][]): number | null => {
+    for (let k = 0; k < cfg.devices; k++) {
+      const d = (device + k) % cfg.devices;
+      if (busy.every((spans) => !overlaps(spans[d]!, a, b))) return d;
+    }
+    return null;
+  };
   const tryPlace = (kind: PlannedFault['kind'], at: number, longest = false): boolean => {
-    // Guaranteed stalls last the longest: long enough to need dead-link detection (check 5).
-    const durationMs = Math.min(longest && kind === 'link_stall' ? cfg.stallMs[1] : durationOf(kind), Math.max(0, end - at));
+    const durationMs = Math.min(durationOf(kind, longest), Math.max(0, end - at));
     const device = Math.floor(rnd() * cfg.devices);
     const rate = kind === 'slow' ? between(cfg.slowRate) : undefined;
     const thenSlow = kind === 'offline' && rnd() < 0.5 ? { ms: between(cfg.slowMs), rate: between(cfg.slowRate) } : undefined;
     const busyMs = durationMs + (thenSlow?.ms ?? 0);
+    const b = at + busyMs;
     if (kind === 'hub_kill') {
       if (overlaps(hubBusy, at, at + durationMs)) return false;
       hubBusy.push([at, at + durationMs + 2_000]);
-    } else if (kind !== 'agent_kill') {
-      // Link faults: one at a time per device (a cut inside a stall would heal the stall early).
-      for (let k = 0; k < cfg.devices; k++) {
-        const d = (device + k) % cfg.devices;
-        if (!overlaps(linkBusy[d]!, at, at + busyMs)) {
-          linkBusy[d]!.push([at, at + busyMs]);
-          plan.push({ at, kind, device: d, durationMs, rate, thenSlow });
-          return true;
-        }
-      }
-      return false;
+      plan.push({ at, kind, device, durationMs });
+      return true;
     }
-    plan.push({ at, kind, device, durationMs, rate });
+    if (kind === 'agent_kill') {
+      const d = freeDevice(device, at, b, [agentBusy]);
+      if (d === null) return false;
+      plan.push({ at, kind, device: d, durationMs });
+      return true;
+    }
+    if (APP_FAULTS.has(kind)) {
+      if (durationMs < 1_000) return false;
+      const d = freeDevice(device, at, b, [appBusy]);
+      if (d === null) return false;
+      appBusy[d]!.push([at, b]);
+      plan.push({ at, kind, device: d, durationMs });
+      return true;
+    }
+    if (kind === 'slow_backlog') {
+      const slowMs = durationMs - cfg.backlogLoadMs;
+      // Too close to the end of the phase to trickle for a meaningful stretch.
+      if (slowMs < Math.min(cfg.backlogSlowMs[0], 10_000)) return false;
+      // No hub kill meanwhile: the loader pushes straight to the hub, and check 6 measures the slow
+      // link alone (a hub restart every few seconds would stop any big frame; slow and offline cover that).
+      if (overlaps(hubBusy, at, b)) return false;
+      const d = freeDevice(device, at, b, [linkBusy, appBusy, agentBusy]);
+      if (d === null) return false;
+      for (const spans of [linkBusy, appBusy, agentBusy]) spans[d]!.push([at, b]);
+      hubBusy.push([at, b]);
+      plan.push({ at, kind, device: d, durationMs, backlog: { events: cfg.backlogEvents, rate: cfg.backlogRate, loadMs: cfg.backlogLoadMs, slowMs } });
+      return true;
+    }
+    // Link faults: one at a time per device (a cut inside a stall would heal the stall early).
+    const d = freeDevice(device, at, b, [linkBusy]);
+    if (d === null) return false;
+    linkBusy[d]!.push([at, b]);
+    plan.push({ at, kind, device: d, durationMs, rate, thenSlow });
     return true;
   };
   // Long faults first, early enough to run their course inside the phase.
-  const order: Array<PlannedFault['kind']> = ['offline', 'slow', 'hub_kill', 'link_stall', 'link_cut', 'agent_kill', 'link_reset'];
+  const order: Array<PlannedFault['kind']> = ['slow_backlog', 'offline', 'slow', 'app_lock', 'app_read_hold', 'hub_kill', 'link_stall', 'link_cut', 'agent_kill', 'link_reset'];
+  const longestOf: Partial<Record<PlannedFault['kind'], number>> = {
+    slow_backlog: cfg.backlogLoadMs + cfg.backlogSlowMs[1],
+    offline: cfg.offlineMs[1],
+    slow: cfg.slowMs[1],
+    link_stall: cfg.stallMs[1],
+    app_lock: cfg.appLockMs[1],
+    app_read_hold: cfg.appReadHoldMs[1],
+  };
   for (const kind of order) {
     const n = cfg.guaranteed[kind] ?? 0;
     for (let i = 0; i < n; i++) {
+      const longest = kind === 'link_stall' || (kind === 'app_lock' && i === 0);
       for (let attempt = 0; attempt < 20; attempt++) {
-        const longest = kind === 'offline' ? cfg.offlineMs[1] : kind === 'slow' ? cfg.slowMs[1] : kind === 'link_stall' ? cfg.stallMs[1] : 0;
-        const latest = Math.max(1_000, end - longest - 1_000);
+        const latest = Math.max(1_000, end - (longestOf[kind] ?? 0) - 1_000);
         const at = Math.round(1_000 + rnd() * Math.max(0, latest - 1_000));
-        if (tryPlace(kind, at, true)) break;
+        if (tryPlace(kind, at, longest)) break;
       }
     }
   }
-  // Random faults on top, with exponentially distributed gaps.
+  // Random faults on top, with exponentially distributed gaps (slow_backlog only as guaranteed: it is heavy).
   const weights: Array<[PlannedFault['kind'], number]> = [
     ['agent_kill', 4],
     ['link_cut', 3],
@@ -255,6 +434,8 @@ export function planFaults(cfg: ChaosConfig, rnd: () => number): PlannedFault[] 
     ['link_reset', 3],
     ['hub_kill', 1.5],
     ['slow', 0.5],
+    ['app_lock', 1],
+    ['app_read_hold', 0.5],
   ];
   const total = weights.reduce((s, [, w]) => s + w, 0);
   for (let t = 1_000 - Math.log(1 - rnd()) * cfg.meanFaultGapMs; t < end - 500; t += -Math.log(1 - rnd()) * cfg.meanFaultGapMs) {
@@ -265,12 +446,133 @@ export function planFaults(cfg: ChaosConfig, rnd: () => number): PlannedFault[] 
   return plan.sort((a, b) => a.at - b.at);
 }
 
+/**
+ * The backlog a slow_backlog loader pushes: `n` valid changes on the devices' own tables, so every
+ * device applies them and the replay check covers them: mostly new issues, some updates of those
+ * (full previous and new rows, as an app logs them), some comments on them. Ids start with `tag`.
+ * About 400 bytes per event on the wire.
+ */
+export function backlogEvents(tag: string, sessionId: string, n: number, rnd: () => number): PushEvent[] {
+  const statuses = ['open', 'in_progress', 'blocked', 'done'];
+  const issues: Array<Record<string, unknown>> = [];
+  const out: PushEvent[] = [];
+  const base = Date.now();
+  for (let i = 1; i <= n; i++) {
+    const ts = new Date(base + i).toISOString();
+    const r = rnd();
+    let e: Pick<PushEvent, 'actionType' | 'entityType' | 'entityId' | 'payload'>;
+    if (issues.length === 0 || r < 0.7) {
+      const row = { id: `${tag}-i${i}`, title: `imported ${i}`, status: statuses[Math.floor(rnd() * statuses.length)], priority: Math.floor(rnd() * 5), labels: ['import'], deleted_at: null, updated_at: ts };
+      issues.push(row);
+      e = { actionType: 'create', entityType: 'issues', entityId: row.id, payload: { schemaVersion: 1, newData: row, previousData: null } };
+    } else if (r < 0.85) {
+      const at = Math.floor(rnd() * issues.length);
+      const prev = issues[at]!;
+      const next: Record<string, unknown> = { ...prev, status: statuses[Math.floor(rnd() * statuses.length)], priority: Math.floor(rnd() * 5), updated_at: ts };
+      issues[at] = next;
+      e = { actionType: 'update', entityType: 'issues', entityId: String(next.id), payload: { schemaVersion: 1, newData: next, previousData: prev } };
+    } else {
+      const issue = issues[Math.floor(rnd() * issues.length)]!;
+      const row = { id: `${tag}-c${i}`, issue_id: issue.id, body: `imported comment ${i}`, created_at: ts };
+      e = { actionType: 'create', entityType: 'comments', entityId: row.id, payload: { schemaVersion: 1, newData: row, previousData: null } };
+    }
+    out.push({ clientActionId: i, sessionId, clientTimestamp: ts, ...e });
+  }
+  return out;
+}
+
+/**
+ * Check (6)'s clock: how long a cursor stood still while its device had something to fetch over a
+ * live link. It runs from the first connection after the link came back (or from `connectGraceMs`
+ * after, so an agent that never reconnects is caught too), pauses from a hub restart to the next
+ * connection (the plan keeps hub kills out of a slow_backlog; this is the guard if one happens
+ * anyway), and restarts at every move of the cursor and whenever the device has caught up.
+ */
+export class ProgressWatch {
+  advances = 0;
+  longestStillMs = 0;
+  /** Where the longest standstill began. */
+  stillFrom: number | null = null;
+  /** [time, cursor] at the start and at every move. */
+  readonly changes: Array<[number, number]> = [];
+  private since: number | null = null;
+  private lostAt: number;
+  private cursor: number;
+
+  constructor(
+    readonly boundMs: number,
+    readonly connectGraceMs: number,
+    now: number,
+    cursor: number,
+  ) {
+    this.lostAt = now;
+    this.cursor = cursor;
+    this.changes.push([now, cursor]);
+  }
+
+  /** Every link dropped (hub restart): the clock waits for the next connection. */
+  linkLost(now: number): void {
+    this.close(now);
+    this.since = null;
+    this.lostAt = now;
+  }
+
+  connected(now: number): void {
+    if (this.since === null) this.since = now;
+  }
+
+  sample(now: number, cursor: number, caughtUp: boolean): void {
+    this.graceOver(now);
+    if (cursor > this.cursor) {
+      this.advances++;
+      this.cursor = cursor;
+      this.changes.push([now, cursor]);
+      this.restart(now);
+    } else if (caughtUp) {
+      this.restart(now);
+    }
+  }
+
+  finish(now: number): this {
+    this.graceOver(now);
+    this.close(now);
+    return this;
+  }
+
+  private graceOver(now: number): void {
+    if (this.since === null && now - this.lostAt > this.connectGraceMs) this.since = this.lostAt + this.connectGraceMs;
+  }
+
+  private restart(now: number): void {
+    if (this.since === null) return;
+    this.close(now);
+    this.since = now;
+  }
+
+  private close(now: number): void {
+    if (this.since !== null && now - this.since > this.longestStillMs) {
+      this.longestStillMs = now - this.since;
+      this.stillFrom = this.since;
+    }
+  }
+}
+
 interface AgentProc {
   proc: ChildProcess;
   exited: Promise<number | null>;
   stderr: () => string;
   /** Set before the harness kills it on purpose. */
   expected: boolean;
+  startedAt: number;
+}
+
+/** What one backlog loader pushed: clientActionIds 1..sent under (deviceId, sessionId). */
+interface Load {
+  deviceId: string;
+  sessionId: string;
+  sent: number;
+  /** clientActionId -> the seq the hub acked it with (or answered a duplicate with). */
+  acked: Map<number, number>;
 }
 
 interface WriterProc {
@@ -325,6 +627,15 @@ function tail(text: string, n = 1500): string {
   return text.length > n ? `…${text.slice(-n)}` : text;
 }
 
+/** The last `n` non-empty lines of a child's output (stack frames left out), each cut to 400 characters. */
+export function lastLines(text: string, n = 12): string[] {
+  return text
+    .split('\n')
+    .filter((l) => l.trim() !== '' && !/^\s+at /.test(l))
+    .slice(-n)
+    .map((l) => (l.length > 400 ? `${l.slice(0, 400)}…` : l));
+}
+
 /** An AbortSignal-aware sleep: resolves early (no throw) when the signal fires. */
 function sleep(ms: number, signal?: AbortSignal): Promise<void> {
   if (ms <= 0 || signal?.aborted) return Promise.resolve();
@@ -355,6 +666,16 @@ class ChaosRun {
   writers: Array<WriterProc | null> = [];
   skews: number[] = [];
   readonly slowReports: SlowReport[] = [];
+  readonly backlogReports: BacklogReport[] = [];
+  readonly appHoldReports: AppHoldReport[] = [];
+  /** What each backlog loader pushed (check 1 accounts for these events instead of a device's). */
+  readonly loads: Load[] = [];
+  /** Agents that exited without being asked. */
+  agentExits = 0;
+  /** Restart an agent that exited on its own (off once the final stop begins). */
+  supervising = true;
+  /** Successful hub starts (check 6 pauses its clock across a restart). */
+  hubStarts = 0;
   /** Log lines of the hub (warn and up) and the agents (info and up), counted by kind. */
   readonly logTally: Record<string, number> = {};
   /** Tasks of faults in progress (each heals itself, at the latest when `phase` aborts). */
@@ -432,6 +753,7 @@ class ChaosRun {
         this.hub = hub;
         this.hubPort = hub.port;
         this.hubExpectedExit = false;
+        this.hubStarts++;
         void hub.exited.then((e) => {
           tallyLog(this.logTally, hub.stderr(), 'hub');
           if (this.hub === hub && !this.hubExpectedExit && !this.stopped) {
@@ -487,13 +809,29 @@ class ChaosRun {
     const env: NodeJS.ProcessEnv = { SYNCHUB_LOG_LEVEL: 'info', ...(this.cfg.agentTuning ? { SYNCHUB_AGENT_TUNING: JSON.stringify(this.cfg.agentTuning) } : {}) };
     const child = spawnAgent(this.dir, this.dbPath(i), hubRef, env);
     track(child.proc);
-    const agent: AgentProc = { ...child, expected: false };
+    const agent: AgentProc = { ...child, expected: false, startedAt: Date.now() };
     this.agents[i] = agent;
     void child.exited.then((code) => {
       tallyLog(this.logTally, child.stderr(), 'agent');
       if (agent.expected || this.stopped) return;
-      this.violate({ check: 'process', message: `agent ${i} exited on its own (code ${code})`, evidence: { device: i, stderr: tail(child.stderr()) } });
-      if (this.agents[i] === agent) this.agents[i] = null;
+      // Whatever the code (0 and 1 included) or signal: an agent is a daemon and must never give up by itself.
+      this.agentExits++;
+      const sqlite = child.stderr().match(/SQLITE_[A-Z_]+/g)?.pop();
+      const how = (child.proc.signalCode ? `signal ${child.proc.signalCode}` : `code ${code}`) + (sqlite ? `, ${sqlite}` : '');
+      this.violate({
+        check: 'process',
+        message: `agent ${i} exited on its own (${how}) ${((Date.now() - agent.startedAt) / 1000).toFixed(1)} s after it started`,
+        evidence: { device: i, code, signal: child.proc.signalCode, lastStderr: lastLines(child.stderr()) },
+      });
+      if (this.agents[i] !== agent) return;
+      this.agents[i] = null;
+      // As a supervisor (systemd Restart=on-failure) would: the run goes on and the other checks still mean something.
+      setTimeout(() => {
+        if (this.supervising && !this.stopped && this.agents[i] === null) {
+          this.log(`agent ${i} restarted after exiting on its own`);
+          this.startAgent(i);
+        }
+      }, 1_000).unref();
     });
   }
 
@@ -546,8 +884,10 @@ class ChaosRun {
         '--max-ms',
         String(this.cfg.faultMs + this.cfg.afterHealWriteMs + 120_000),
       ],
-      { cwd: REPO_ROOT, stdio: ['ignore', 'pipe', 'pipe'] },
+      // The IPC channel carries app-fault commands (writer.ts: lock, read_hold, release).
+      { cwd: REPO_ROOT, stdio: ['ignore', 'pipe', 'pipe', 'ipc'] },
     );
+    proc.on('error', () => {});
     track(proc);
     let out = '';
     let err = '';
@@ -650,7 +990,218 @@ class ChaosRun {
         });
       case 'slow':
         return this.spawnTask(() => this.slowPeriod(f.device, f.rate!, f.durationMs, phase));
+      case 'app_lock':
+      case 'app_read_hold':
+        return this.spawnTask(() => this.appHold(f, phase));
+      case 'slow_backlog':
+        return this.spawnTask(() => this.slowBacklog(f, phase));
     }
+  }
+
+  /** Ask a device's app (its writer process) to hold the write lock or a read transaction; wait until it lets go. */
+  private async appHold(f: PlannedFault, phase: AbortSignal): Promise<void> {
+    const w = this.writers[f.device];
+    if (!w || !w.proc.connected) return;
+    const kind = f.kind as AppHoldReport['kind'];
+    const cmd = kind === 'app_lock' ? 'lock' : 'read_hold';
+    this.count(kind);
+    let waitedMs = -1;
+    type Released = { event: 'released'; kind: string; heldMs: number; changes: number; committed: boolean; reason?: string };
+    let onMessage: (m: { event?: string; kind?: string; waitedMs?: number }) => void = () => {};
+    const released = new Promise<Released | null>((resolve) => {
+      onMessage = (m) => {
+        if (m.kind !== cmd) return;
+        if (m.event === 'held') {
+          waitedMs = m.waitedMs ?? 0;
+          this.log(`app ${f.device} ${kind === 'app_lock' ? 'holds the write lock' : 'holds a read transaction'} for ${f.durationMs} ms (waited ${waitedMs} ms to take it)`);
+        } else if (m.event === 'released' || m.event === 'refused') {
+          resolve(m.event === 'released' ? (m as Released) : null);
+        }
+      };
+      w.proc.on('message', onMessage);
+      void w.exited.then(() => resolve(null));
+    });
+    const send = (msg: object) => {
+      if (w.proc.connected) w.proc.send(msg, () => {});
+    };
+    send({ cmd, ms: f.durationMs });
+    // Healing: let go now.
+    const release = () => send({ cmd: 'release' });
+    phase.addEventListener('abort', release, { once: true });
+    try {
+      const r = await Promise.race([released, timeout(f.durationMs + 30_000)]);
+      const report: AppHoldReport = {
+        device: f.device,
+        kind,
+        requestedMs: f.durationMs,
+        waitedMs,
+        heldMs: r && r !== 'timeout' ? r.heldMs : 0,
+        changes: r && r !== 'timeout' ? r.changes : 0,
+        committed: r && r !== 'timeout' ? r.committed : false,
+      };
+      this.appHoldReports.push(report);
+      if (r === 'timeout') {
+        this.violate({ check: 'harness', message: `app ${f.device} did not end its ${kind} within ${f.durationMs + 30_000} ms`, evidence: { stderr: tail(w.stderr()) } });
+        release();
+      }
+      this.log(`app ${f.device} ${kind} over: ${JSON.stringify(report)}${r && r !== 'timeout' && r.reason ? ` (${r.reason})` : ''}`);
+    } finally {
+      phase.removeEventListener('abort', release);
+      w.proc.off('message', onMessage);
+    }
+  }
+
+  /**
+   * slow_backlog: cut the device off, push a backlog straight to the hub (a loader, as another
+   * device's bulk import would), then bring the device back behind a `rate` B/s link and watch its
+   * cursor (check 6) until the stretch ends.
+   */
+  private async slowBacklog(f: PlannedFault, phase: AbortSignal): Promise<void> {
+    const { events, rate, slowMs } = f.backlog!;
+    const d = f.device;
+    const p = this.proxies[d]!;
+    this.count('slow_backlog');
+    p.cut();
+    const cursorAtCut = this.cursorOf(d);
+    this.log(`link ${d} cut for a backlog of ${events} events`);
+    const load = await this.loadBacklog(events, phase);
+    this.log(`backlog loaded: ${load.acked} events in ${load.ms} ms (seqs ${load.firstSeq}..${load.lastSeq}, ${load.reconnects} reconnects)`);
+    if (phase.aborted) {
+      p.heal();
+      return;
+    }
+    // Back, on a poor link: slow first, so not a byte goes at full speed.
+    p.slow(rate);
+    // Counted before the heal: a connection attempt during the cut is counted too (then reset).
+    let connections = p.stats.connections;
+    p.heal();
+    const start = { at: Date.now(), cursor: this.cursorOf(d), head: this.hubHead(), connections, bytes: p.stats.bytesDown };
+    const watch = new ProgressWatch(this.cfg.slowProgressMs, (this.cfg.agentTuning?.backoffCapMs ?? 30_000) + 5_000, start.at, start.cursor);
+    let hubStarts = this.hubStarts;
+    const until = start.at + slowMs;
+    while (!phase.aborted && Date.now() < until) {
+      await sleep(Math.min(500, until - Date.now()), phase);
+      const now = Date.now();
+      // A hub restart (a planned hub_kill) drops every link: wait for the next connection again.
+      if (this.hubStarts !== hubStarts) {
+        hubStarts = this.hubStarts;
+        watch.linkLost(now);
+        connections = p.stats.connections;
+      }
+      if (p.stats.connections > connections) {
+        connections = p.stats.connections;
+        watch.connected(now);
+      }
+      const cursor = this.cursorOf(d);
+      if (cursor >= 0) watch.sample(now, cursor, cursor >= this.hubHead());
+    }
+    const end = { at: Date.now(), cursor: this.cursorOf(d), head: this.hubHead(), connections: p.stats.connections, bytes: p.stats.bytesDown };
+    p.slow(null);
+    const w = watch.finish(end.at);
+    const report: BacklogReport = {
+      device: d,
+      events: load.acked,
+      loadMs: load.ms,
+      loadReconnects: load.reconnects,
+      rate,
+      ms: end.at - start.at,
+      cursorAtCut,
+      cursorBefore: start.cursor,
+      cursorAfter: end.cursor,
+      headBefore: start.head,
+      headAfter: end.head,
+      advances: w.advances,
+      longestStillMs: w.longestStillMs,
+      boundMs: this.cfg.slowProgressMs,
+      bytesDelivered: end.bytes - start.bytes,
+      newConnections: end.connections - start.connections,
+    };
+    this.backlogReports.push(report);
+    this.log(`link ${d} back to full speed after the backlog stretch: ${JSON.stringify(report)}`);
+    if (w.longestStillMs > this.cfg.slowProgressMs) {
+      this.violate({
+        check: '6-slow-progress',
+        message:
+          `device ${d} behind a ${rate} B/s link with a backlog: its cursor stood still for ${w.longestStillMs} ms (bound ${this.cfg.slowProgressMs} ms); ` +
+          `it moved ${w.advances} time(s), ${start.cursor} -> ${end.cursor} of head ${end.head}, in ${report.ms} ms`,
+        evidence: {
+          ...report,
+          stillFrom: w.stillFrom === null ? null : `+${((w.stillFrom - start.at) / 1000).toFixed(1)} s into the stretch`,
+          cursorSamples: w.changes.slice(0, 20).map(([t, c]) => `+${((t - start.at) / 1000).toFixed(1)}s: ${c}`),
+          // Why its links went down meanwhile (slow_consumer? dead link?), from the agent's own log.
+          agentLinkLog: lastLines(
+            (this.agents[d]?.stderr() ?? '')
+              .split('\n')
+              .filter((l) => /link down|closing|error|slow/i.test(l))
+              .join('\n'),
+            8,
+          ),
+        },
+      });
+    }
+  }
+
+  /**
+   * Push `n` events to the hub directly (not through any proxy) as device `loader-K`, in batches of
+   * up to MAX_BATCH_EVENTS with a few in flight, until every one is acked; survives a hub restart by
+   * re-pushing what was not acked (the hub dedups). Records what it sent for check (1).
+   */
+  private async loadBacklog(n: number, phase: AbortSignal): Promise<{ acked: number; ms: number; firstSeq: number; lastSeq: number; reconnects: number }> {
+    const k = this.loads.length;
+    const load: Load = { deviceId: `loader-${k}`, sessionId: `ses-loader-${k}`, sent: n, acked: new Map() };
+    this.loads.push(load);
+    const events = backlogEvents(`bl${k}`, load.sessionId, n, seededRandom((this.cfg.seed ^ (0x5bd1e995 * (k + 1))) >>> 0));
+    const started = Date.now();
+    const deadline = started + Math.max(60_000, this.cfg.backlogLoadMs * 4);
+    const perBatch = Math.min(500, MAX_BATCH_EVENTS);
+    const inFlight = 4;
+    let batch = 0;
+    let connects = 0;
+    while (load.acked.size < n && !phase.aborted && Date.now() < deadline) {
+      if (this.restartingHub) await this.restartingHub;
+      let c: SyncClient | null = null;
+      try {
+        connects++;
+        const head = Math.max(0, this.hubHead());
+        // afterSeq = head: the loader needs no stream, only acks (its own events still come back: seqs only).
+        c = await SyncClient.open(`ws://127.0.0.1:${this.hubPort}`, PROJECT, this.token, load.deviceId, head, { keepEvents: false });
+        const todo = events.filter((e) => !load.acked.has(e.clientActionId));
+        for (let i = 0; i < todo.length && !phase.aborted; i += perBatch * inFlight) {
+          const client = c;
+          const acks = await Promise.all(
+            Array.from({ length: inFlight }, (_, j) => todo.slice(i + j * perBatch, i + (j + 1) * perBatch))
+              .filter((b) => b.length > 0)
+              .map((b) => client.push(++batch, b, 30_000)),
+          );
+          for (const ack of acks) {
+            for (const a of ack.acks) load.acked.set(a.clientActionId, a.serverSeq);
+            for (const r of ack.rejected) {
+              if (r.reason === RejectReason.Duplicate && r.serverSeq !== undefined) load.acked.set(r.clientActionId, r.serverSeq);
+              else throw Object.assign(new Error(`the hub rejected backlog event ${r.clientActionId}: ${r.reason}`), { permanent: true });
+            }
+          }
+        }
+      } catch (err) {
+        if ((err as { permanent?: boolean }).permanent) {
+          this.violate({ check: 'harness', message: (err as Error).message });
+          break;
+        }
+        await sleep(250, phase);
+      } finally {
+        c?.terminate();
+      }
+    }
+    if (load.acked.size < n && !phase.aborted) {
+      this.violate({ check: 'harness', message: `the backlog loader got ${load.acked.size} of ${n} events acked within ${deadline - started} ms` });
+    }
+    const seqs = [...load.acked.values()];
+    return {
+      acked: load.acked.size,
+      ms: Date.now() - started,
+      firstSeq: seqs.reduce((a, b) => Math.min(a, b), seqs[0] ?? 0),
+      lastSeq: seqs.reduce((a, b) => Math.max(a, b), 0),
+      reconnects: Math.max(0, connects - 1),
+    };
   }
 
   /** One device's hub -> agent bytes at `rate` for `ms`; records how far the device got meanwhile. */
@@ -810,6 +1361,27 @@ class ChaosRun {
     if (repeated.length) this.violate({ check: '1-exactly-once', message: `${repeated.length} local change(s) are in the hub log more than once`, evidence: repeated.slice(0, 5) });
     if (outOfOrder.length) this.violate({ check: '1-exactly-once', message: `${outOfOrder.length} local change(s) entered the hub log before a change their device made earlier`, evidence: outOfOrder.slice(0, 5) });
     if (wrongSeq.length) this.violate({ check: '1-exactly-once', message: `${wrongSeq.length} outbox row(s) record a server_seq other than their event's`, evidence: wrongSeq.slice(0, 5) });
+    // The backlog loaders' events: each acked one exactly once, at the seq it was acked with; any
+    // other event of theirs is one they sent (pushed, not acked before a hub restart, for instance).
+    const loaderMissing: unknown[] = [];
+    const loaderRepeated: unknown[] = [];
+    const loaderWrongSeq: unknown[] = [];
+    for (const load of this.loads) {
+      for (let id = 1; id <= load.sent; id++) {
+        const k = dedupKey(load.deviceId, load.sessionId, id);
+        matched.add(k);
+        const seq = load.acked.get(id);
+        if (seq === undefined) continue;
+        const events = byKey.get(k) ?? [];
+        const what = { loader: load.deviceId, clientActionId: id, ackedSeq: seq };
+        if (events.length === 0) loaderMissing.push(what);
+        else if (events.length > 1) loaderRepeated.push({ ...what, seqs: events.map((e) => e.serverSeq) });
+        else if (events[0]!.serverSeq !== seq) loaderWrongSeq.push({ ...what, logSeq: events[0]!.serverSeq });
+      }
+    }
+    if (loaderMissing.length) this.violate({ check: '1-exactly-once', message: `${loaderMissing.length} acked backlog event(s) are not in the hub log`, evidence: loaderMissing.slice(0, 5) });
+    if (loaderRepeated.length) this.violate({ check: '1-exactly-once', message: `${loaderRepeated.length} backlog event(s) are in the hub log more than once`, evidence: loaderRepeated.slice(0, 5) });
+    if (loaderWrongSeq.length) this.violate({ check: '1-exactly-once', message: `${loaderWrongSeq.length} backlog event(s) sit at a seq other than their ack's`, evidence: loaderWrongSeq.slice(0, 5) });
     const phantom = log.filter((e) => !matched.has(dedupKey(e.deviceId, e.sessionId, e.clientActionId)));
     if (phantom.length) {
       this.violate({
@@ -953,6 +1525,7 @@ export async function runChaos(cfg: ChaosConfig): Promise<ChaosSummary> {
     run.log(`quiescent at head ${q.head} after ${q.ms} ms`);
 
     // Stop cleanly (agents first, so the hub sees no pushes while stopping), then read the log.
+    run.supervising = false;
     await Promise.all(devices.map((_, i) => run.stopAgent(i)));
     if (run.hub) {
       const hub = run.hub;
@@ -1006,6 +1579,8 @@ export async function runChaos(cfg: ChaosConfig): Promise<ChaosSummary> {
     violations: run.violations,
     stats: {
       durationMs: Date.now() - started,
+      agentExits: run.agentExits,
+      loadedEvents: run.loads.reduce((n, l) => n + l.acked.size, 0),
       conflictsRecorded: conflicts,
       hubRebindRetries: run.hubRebindRetries,
       writerOps: writerOps.ops,
@@ -1013,6 +1588,8 @@ export async function runChaos(cfg: ChaosConfig): Promise<ChaosSummary> {
       proxyConnections: run.proxies.reduce((n, p) => n + p.stats.connections, 0),
       quiesceMs,
       slow: run.slowReports,
+      backlog: run.backlogReports,
+      appHolds: run.appHoldReports,
       logs: Object.fromEntries(Object.entries(run.logTally).sort((a, b) => b[1] - a[1])),
       dir: keep ? run.dir : null,
     },
