@@ -1,8 +1,10 @@
 // The chaos soak: `npm run chaos -- --minutes 30 --seed S [--devices N]`.
 // Runs the chaos harness (test/chaos/harness.ts) with production agent timings and minutes-long
-// faults, logs progress on stderr, prints a JSON summary on stdout
-// {seed, minutes, devices, eventsWritten, hubEvents, faults: {kind: count}, violations: [...], stats},
-// and exits 1 when any check was violated.
+// faults (apps holding their write lock 5-30 s, a 20,000-event backlog behind a 3 KB/s link, ...),
+// logs progress on stderr, prints a JSON summary on stdout
+// {seed, minutes, devices, eventsWritten, hubEvents, faults: {kind: count}, violations: [...], stats}
+// (stats.agentExits, stats.backlog, stats.appHolds, ...), ends with a one-paragraph verdict on
+// stderr, and exits 1 when any check was violated.
 import { parseArgs } from 'node:util';
 import { z } from 'zod';
 import { runChaos, soakConfig } from '../test/chaos/harness.ts';
@@ -28,5 +30,20 @@ for (const signal of ['SIGINT', 'SIGTERM'] as const) process.once(signal, () => 
 
 const summary = await runChaos({ ...soakConfig(args.seed, args.minutes, args.devices), log: (l) => process.stderr.write(`${l}\n`) });
 process.stdout.write(`${JSON.stringify(summary, null, 2)}\n`);
+const verdict = [
+  `chaos: seed ${summary.seed}, ${summary.minutes} min, ${summary.devices} devices: ${summary.violations.length} violation(s)`,
+  `agent exits = ${summary.stats.agentExits}`,
+  `${summary.eventsWritten} app changes + ${summary.stats.loadedEvents} loaded = ${summary.hubEvents} hub events`,
+  `faults: ${Object.entries(summary.faults).map(([k, n]) => `${k} ${n}`).join(', ')}`,
+  ...summary.stats.appHolds
+    .filter((h) => h.kind === 'app_lock')
+    .map((h) => `app ${h.device} held its write lock ${(h.heldMs / 1000).toFixed(1)} s (${h.changes} changes ${h.committed ? 'committed' : 'rolled back'})`),
+  ...summary.stats.backlog.map(
+    (b) =>
+      `slow device ${b.device} (${b.events}-event backlog, ${b.rate} B/s for ${(b.ms / 1000).toFixed(0)} s): cursor ${b.cursorBefore} -> ${b.cursorAfter}, ` +
+      `moved ${b.advances} times, longest standstill ${(b.longestStillMs / 1000).toFixed(1)} s (bound ${(b.boundMs / 1000).toFixed(0)} s), ${b.newConnections} connection(s)`,
+  ),
+];
+process.stderr.write(`${verdict.join('\n  ')}\n`);
 // Everything the run started is stopped by now; exit explicitly so nothing can keep the process up.
 process.exit(summary.violations.length > 0 ? 1 : 0);
