@@ -54,31 +54,42 @@ export class GroupCommitter {
     this.running = true;
     while (this.waiting.length > 0) {
       const batch = this.take();
-      const started = performance.now();
       try {
-        const outcomes = await this.store.append(
-          batch.map((w) => w.group),
-          new Date().toISOString(),
-        );
-        const committed = new Map<string, { seq: number; json: string }[]>();
-        let count = 0;
-        batch.forEach((w, i) => {
-          const list = committed.get(w.group.project) ?? [];
-          for (const o of outcomes[i]!) {
-            if (!o.stored) continue;
-            list.push({ seq: o.seq, json: o.json });
-            count++;
-          }
-          committed.set(w.group.project, list);
-        });
-        this.onCommit(committed, performance.now() - started, count);
-        batch.forEach((w, i) => w.resolve(outcomes[i]!));
+        await this.commit(batch);
       } catch (err) {
-        for (const w of batch) w.reject(err);
+        if (batch.length === 1) {
+          batch[0]!.reject(err);
+          continue;
+        }
+        // The transaction is shared, so one push that the store cannot take would fail every push
+        // in it, of every project, on every retry. Commit them one by one: only that one fails.
+        for (const w of batch) await this.commit([w]).catch((e: unknown) => w.reject(e));
       }
     }
     this.running = false;
     for (const resolve of this.idle.splice(0)) resolve();
+  }
+
+  /** One transaction for the batch; resolves each push's promise once it is durable. Throws having stored nothing. */
+  private async commit(batch: Waiting[]): Promise<void> {
+    const started = performance.now();
+    const outcomes = await this.store.append(
+      batch.map((w) => w.group),
+      new Date().toISOString(),
+    );
+    const committed = new Map<string, { seq: number; json: string }[]>();
+    let count = 0;
+    batch.forEach((w, i) => {
+      const list = committed.get(w.group.project) ?? [];
+      for (const o of outcomes[i]!) {
+        if (!o.stored) continue;
+        list.push({ seq: o.seq, json: o.json });
+        count++;
+      }
+      committed.set(w.group.project, list);
+    });
+    this.onCommit(committed, performance.now() - started, count);
+    batch.forEach((w, i) => w.resolve(outcomes[i]!));
   }
 
   /** Takes waiting pushes up to maxEvents (always at least one). */

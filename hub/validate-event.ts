@@ -1,8 +1,8 @@
 // Per-event checks of a well-formed push: an event that fails one is rejected
 // alone, the rest of its batch is kept (DESIGN guarantee 6).
-import { ACTION_TYPES, type PushEvent } from '../shared/event.ts';
+import { ACTION_TYPES, nestsWithin, type PushEvent } from '../shared/event.ts';
 import { RejectReason } from '../shared/errors.ts';
-import { IDENTIFIER_RE } from '../shared/limits.ts';
+import { IDENTIFIER_RE, MAX_PAYLOAD_DEPTH } from '../shared/limits.ts';
 
 const ACTIONS = new Set<string>(ACTION_TYPES);
 const ISO_RE = /^\d{4}-\d\d-\d\dT\d\d:\d\d(:\d\d(\.\d+)?)?(Z|[+-]\d\d:\d\d)$/;
@@ -15,5 +15,7 @@ export function rejectReason(e: PushEvent): RejectReason | null {
   if (!ACTIONS.has(e.actionType)) return RejectReason.InvalidActionType;
   if (e.sessionId === '') return RejectReason.InvalidSessionId;
   if (!ISO_RE.test(e.clientTimestamp) || Number.isNaN(Date.parse(e.clientTimestamp))) return RejectReason.InvalidTimestamp;
+  // The payload itself is one level; its rows' values may nest below it.
+  if (!nestsWithin(e.payload, MAX_PAYLOAD_DEPTH)) return RejectReason.InvalidPayload;
   return null;
 }

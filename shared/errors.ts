@@ -40,6 +40,8 @@ export const RejectReason = {
   InvalidActionType: 'invalid_action_type',
   InvalidSessionId: 'invalid_session_id',
   InvalidTimestamp: 'invalid_timestamp',
+  /** newData/previousData nest deeper than MAX_PAYLOAD_DEPTH. */
+  InvalidPayload: 'invalid_payload',
 } as const;
 export type RejectReason = (typeof RejectReason)[keyof typeof RejectReason];
 

@@ -49,6 +49,23 @@ export const EventSchema = z.object({
 });
 export type SyncEvent = z.infer<typeof EventSchema>;
 
+/**
+ * True when no object or array in `value` sits deeper than `max` levels. Iterative, so the check itself
+ * cannot overflow the stack; a flat row costs one pass over its values.
+ */
+export function nestsWithin(value: unknown, max: number): boolean {
+  const stack: Array<[unknown, number]> = [[value, 1]];
+  while (stack.length > 0) {
+    const [v, depth] = stack.pop()!;
+    if (typeof v !== 'object' || v === null) continue;
+    if (depth > max) return false;
+    for (const child of Array.isArray(v) ? v : Object.values(v)) {
+      if (typeof child === 'object' && child !== null) stack.push([child, depth + 1]);
+    }
+  }
+  return true;
+}
+
 /** The dedup key of an event, as a string usable in a Map. */
 export function dedupKey(deviceId: string, sessionId: string, clientActionId: number): string {
   return `${deviceId}\u0000${sessionId}\u0000${clientActionId}`;

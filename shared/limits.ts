@@ -14,6 +14,12 @@ export const MAX_ID_LENGTH = 200;
 /** Entity ids are app data but still index keys. */
 export const MAX_ENTITY_ID_LENGTH = 1000;
 
+/**
+ * How deep a row's JSON may nest. Rows are flat records; deeper nesting is an attack: 4,000 levels
+ * parse fine but overflow the stack when serialised again (at the hub's commit, or a device's apply).
+ */
+export const MAX_PAYLOAD_DEPTH = 64;
+
 /** Both ends ping at this interval; a peer that misses two in a row is dead. */
 export const PING_INTERVAL_MS = 15_000;
 

@@ -252,6 +252,14 @@ export class SyncClient {
     return p;
   }
 
+  /** Like push, for a push frame already encoded (e.g. JSON nested too deep for JSON.stringify). */
+  pushText(batch: number, frameText: string, timeoutMs = DEFAULT_TIMEOUT_MS): Promise<AckFrame> {
+    const p = this.waitUntil(() => this.acks.get(batch), `ack of batch ${batch}`, timeoutMs);
+    this.send(frameText);
+    p.catch(() => {});
+    return p;
+  }
+
   /**
    * Take the next frame of `type` (any type when omitted) from the inbox, waiting for it.
    * Frames of other types stay in the inbox. Events frames are only there with keepEvents.
