@@ -8,14 +8,21 @@ export const HubOptionsSchema = z.object({
   /** Largest accepted frame; bigger ones get `frame_too_large` and a close. */
   maxFrameBytes: z.number().int().positive().default(MAX_FRAME_BYTES),
   maxBatchEvents: z.number().int().positive().default(MAX_BATCH_EVENTS),
-  /** Events per backlog frame read from the store. */
+  /**
+   * Most events in one frame. Frames are also sized in bytes to about a second of
+   * the device's measured reading (8 KiB up to maxFrameBytes; see flow-control.ts).
+   */
   pageEvents: z.number().int().positive().default(1000),
   /**
-   * Stop sending to a socket while this much is queued in it: a reader that
-   * stops reading pins at most this (plus one frame), never the whole log.
+   * Stop sending to a socket while this much is queued in it: a bound on the
+   * memory one socket can pin. Slow readers are held well below it, to about
+   * two seconds of their reading in flight.
    */
   highWaterBytes: z.number().int().positive().default(1024 * 1024),
-  /** A socket stuck above the high-water mark this long is closed (slow_consumer). */
+  /**
+   * A device that has unread bytes waiting and reads nothing of them for this
+   * long is closed (slow_consumer). Reading at any pace, however slow, is progress.
+   */
   stallTimeoutMs: z.number().int().positive().default(60_000),
   helloTimeoutMs: z.number().int().positive().default(10_000),
   pingIntervalMs: z.number().int().positive().default(PING_INTERVAL_MS),

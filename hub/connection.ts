@@ -1,6 +1,8 @@
 // One device's socket: waits for hello, then streams the project's log from the
 // device's own cursor (backlog from the store, then live from the in-memory tail)
-// while accepting pushes. Protocol errors get an `error` frame and a close.
+// while accepting pushes, at the pace the device reads (see flow-control.ts).
+// Protocol errors get an `error` frame and a close.
+import type { Duplex } from 'node:stream';
 import type { WebSocket, RawData } from 'ws';
 import { CloseCode, ErrorCode, RejectReason } from '../shared/errors.ts';
 import { PROTOCOL_VERSION } from '../shared/limits.ts';
@@ -8,6 +10,7 @@ import type { Logger } from '../shared/log.ts';
 import { ClientFrame, parseFrame, type HelloFrame, type PushFrame, type Rejection, type Ack } from '../shared/protocol.ts';
 import type { HubOptions } from './config.ts';
 import { buildFrame, type Frame, type ProjectChannel, type Subscriber } from './fanout.ts';
+import { FlowControl, type Wire } from './flow-control.ts';
 import type { GroupCommitter } from './commit.ts';
 import type { HubMetrics } from './metrics.ts';
 import type { EventStore, Role } from './store/event-store.ts';
@@ -41,9 +44,12 @@ export class Connection implements Subscriber {
   private channel: ProjectChannel | null = null;
   private pumping = false;
   private pumpAgain = false;
-  /** Above the high-water mark: waiting for the socket to drain. */
+  /** Held back by the flow window or the high-water mark: waiting for the device to read. */
   private blocked = false;
-  private stallTimer: NodeJS.Timeout | null = null;
+  private readonly flow: FlowControl;
+  private readonly wire: Wire;
+  /** Bytes per event in the last backlog frame: how many events to read for a frame of a given size. */
+  private eventBytes = 512;
   /** Set by the ping sweep; cleared by a pong. */
   awaitingPong = false;
   private log: Logger;
@@ -52,13 +58,24 @@ export class Connection implements Subscriber {
 
   constructor(
     private readonly ws: WebSocket,
+    /** The socket under `ws`: any bytes from the device count as a sign of life, not only whole messages. */
+    socket: Duplex,
     readonly project: string,
     private readonly role: Role,
     private readonly deps: ConnectionDeps,
   ) {
     this.log = deps.log.child({ project });
+    this.flow = new FlowControl(deps.options.maxFrameBytes, deps.options.highWaterBytes);
+    this.wire = {
+      send: (data, fin, done) => ws.send(data, { binary: false, fin }, done),
+      ping: (payload) => ws.ping(payload),
+    };
+    socket.on('data', () => this.flow.heard(performance.now()));
     ws.on('message', (data, isBinary) => this.onMessage(data, isBinary));
-    ws.on('pong', () => (this.awaitingPong = false));
+    ws.on('pong', (data) => {
+      this.awaitingPong = false;
+      if (this.flow.onPong(data, this.wire, performance.now())) this.unblock();
+    });
     // Any frame from the device proves it alive, as a pong does: a slow reader's pong waits behind
     // the stream it is still reading, while its own pings and pushes get through.
     ws.on('ping', () => (this.awaitingPong = false));
@@ -156,67 +173,83 @@ export class Connection implements Subscriber {
     this.send(JSON.stringify({ type: 'ack', batch, acks, rejected }));
   }
 
-  /** Send what the cursor has not seen, until caught up or the socket's buffer is full. */
+  /** Send what the cursor has not seen, until caught up or the device is as far behind as it may be. */
   wake(): void {
     if (this.pumping) {
       this.pumpAgain = true;
       return;
     }
     this.pumping = true;
-    void this.pump()
-      .catch((err) => this.internal(err))
-      .finally(() => (this.pumping = false));
+    void this.pump().catch((err) => this.internal(err));
   }
 
   private async pump(): Promise<void> {
-    const channel = this.channel!;
-    const { highWaterBytes, pageEvents } = this.deps.options;
-    do {
-      this.pumpAgain = false;
-      while (this.cursor < channel.head && !this.isClosed()) {
-        if (this.ws.bufferedAmount > highWaterBytes) {
-          this.block();
-          return;
-        }
-        let frame: Frame | null = channel.frameAfter(this.cursor);
-        if (!frame) {
-          const page = await this.deps.store.readAfter(this.project, this.cursor, pageEvents);
-          if (page.length === 0 || this.isClosed()) return;
-          // Bounded in size too: with large events the frame covers only a prefix of the page.
-          frame = buildFrame(page, channel.head, this.deps.options.maxFrameBytes);
-          this.deps.metrics.backlogReads.inc();
-        }
-        this.cursor = frame.throughSeq;
-        this.send(frame.data);
-      }
-    } while (this.pumpAgain && !this.isClosed());
-  }
-
-  /** The socket's buffer is over the high-water mark: wait for it to drain, but not forever. */
-  private block(): void {
-    if (!this.blocked) {
-      this.blocked = true;
-      this.stallTimer = setTimeout(() => {
-        this.deps.metrics.slowConsumers.inc();
-        this.fail(ErrorCode.SlowConsumer, `stream not read for ${this.deps.options.stallTimeoutMs} ms`, CloseCode.PolicyViolation, true);
-      }, this.deps.options.stallTimeoutMs);
+    try {
+      do {
+        this.pumpAgain = false;
+        await this.sendUntilHeld();
+      } while (this.pumpAgain && !this.isClosed());
+    } finally {
+      // In the same tick as the last check: a wake() from a send callback or a pong is never lost.
+      this.pumping = false;
     }
   }
 
+  private async sendUntilHeld(): Promise<void> {
+    const channel = this.channel!;
+    const { highWaterBytes, pageEvents } = this.deps.options;
+    while (this.cursor < channel.head && !this.isClosed()) {
+      if (!this.flow.canSend() || this.ws.bufferedAmount > highWaterBytes) {
+        this.block();
+        return;
+      }
+      // Sized in bytes to about a second of this device's reading.
+      const frameBytes = this.flow.frameBytes;
+      let frame: Frame | null = channel.frameAfter(this.cursor, frameBytes);
+      if (!frame) {
+        // Read about as many events as the frame holds, not a whole page for a slow reader's few.
+        const limit = Math.min(pageEvents, Math.ceil((frameBytes * 1.25) / this.eventBytes));
+        const page = await this.deps.store.readAfter(this.project, this.cursor, limit);
+        if (page.length === 0 || this.isClosed()) return;
+        // Bounded in size too: with large events the frame covers only a prefix of the page.
+        frame = buildFrame(page, channel.head, frameBytes);
+        this.eventBytes = Math.max(1, frame.data.length / (frame.throughSeq - frame.firstSeq + 1));
+        this.deps.metrics.backlogReads.inc();
+        this.deps.metrics.backlogFrameBytes.observe(frame.data.length);
+      }
+      this.cursor = frame.throughSeq;
+      this.send(frame.data);
+    }
+  }
+
+  /** The device is as far behind as it may be: wait until it reads (checkStall closes it if it never does). */
+  private block(): void {
+    this.blocked = true;
+    this.flow.hold(this.wire, performance.now());
+  }
+
+  /** Resume once the device has read enough and the socket's buffer is down to half the mark. */
   private unblock(): void {
-    if (!this.blocked) return;
+    if (!this.blocked || !this.flow.canSend()) return;
     if (this.ws.bufferedAmount > this.deps.options.highWaterBytes / 2) return;
     this.blocked = false;
-    if (this.stallTimer) clearTimeout(this.stallTimer);
-    this.stallTimer = null;
+    this.flow.resume();
     this.wake();
+  }
+
+  /** Stall sweep: close a connection whose device has read nothing for stallTimeoutMs. */
+  checkStall(): void {
+    const { stallTimeoutMs } = this.deps.options;
+    if (this.isClosed() || !this.flow.stalled(performance.now(), stallTimeoutMs)) return;
+    this.deps.metrics.slowConsumers.inc();
+    this.fail(ErrorCode.SlowConsumer, `nothing of the stream read for ${stallTimeoutMs} ms`, CloseCode.PolicyViolation, true);
   }
 
   private send(data: string | Buffer): void {
     if (this.isClosed()) return;
     this.deps.metrics.framesSent.inc();
-    // The callback runs once the bytes are handed to the kernel: the moment to resume a blocked stream.
-    this.ws.send(data, { binary: false }, () => this.unblock());
+    // The callback runs once the message is handed to the kernel: one way to resume a blocked stream.
+    this.flow.transmit(data, this.wire, performance.now(), () => this.unblock());
   }
 
   /** Send an error frame and close. `terminate` skips the closing handshake (the peer is not reading). */
@@ -252,8 +285,6 @@ export class Connection implements Subscriber {
     this.state = ConnState.Closed;
     this.channel?.subscribers.delete(this);
     clearTimeout(this.helloTimer);
-    if (this.stallTimer) clearTimeout(this.stallTimer);
-    this.stallTimer = null;
   }
 
   private isClosed(): boolean {

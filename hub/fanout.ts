@@ -89,16 +89,17 @@ export class ProjectChannel {
   }
 
   /**
-   * The next frame for a reader at `cursor`, from memory; null when the reader is
-   * behind the tail and must read the store.
+   * The next frame for a reader at `cursor`, from memory, of at most `maxChars` (the reader's
+   * frame size; a single event may exceed it); null when the reader is behind the tail and must
+   * read the store. A shared frame is used whenever it fits, which for readers keeping up is always.
    */
-  frameAfter(cursor: number): Frame | null {
+  frameAfter(cursor: number, maxChars = Infinity): Frame | null {
     const shared = this.frames.get(cursor + 1);
-    if (shared) return shared;
+    if (shared && (shared.data.length <= maxChars || shared.firstSeq === shared.throughSeq)) return shared;
     const start = this.tail.length ? this.tail[0]!.seq : this.head + 1;
     if (cursor + 1 < start) return null;
     const from = cursor + 1 - start;
     const events = this.tail.slice(from, from + this.pageEvents);
-    return events.length ? buildFrame(events, this.head, this.maxFrameChars) : null;
+    return events.length ? buildFrame(events, this.head, Math.min(maxChars, this.maxFrameChars)) : null;
   }
 }

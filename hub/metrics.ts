@@ -19,7 +19,13 @@ export function createMetrics() {
     }),
     framesSent: new Counter({ name: 'synchub_frames_sent_total', help: 'Frames sent to devices', registers }),
     backlogReads: new Counter({ name: 'synchub_backlog_reads_total', help: 'Pages read from the store for readers behind the in-memory tail', registers }),
-    slowConsumers: new Counter({ name: 'synchub_slow_consumers_total', help: 'Connections closed for not reading', registers }),
+    backlogFrameBytes: new Histogram({
+      name: 'synchub_backlog_frame_bytes',
+      help: "Size of events frames read from the store, sized to each reader's measured read rate",
+      buckets: [8192, 16384, 65536, 262144, 1048576, 4194304],
+      registers,
+    }),
+    slowConsumers: new Counter({ name: 'synchub_slow_consumers_total', help: 'Connections closed for reading nothing for stallTimeoutMs', registers }),
     errors: new Counter({ name: 'synchub_connection_errors_total', help: 'Connections closed with an error frame, by code', labelNames: ['code'], registers }),
     authFailures: new Counter({ name: 'synchub_auth_failures_total', help: 'Refused upgrades, by HTTP status', labelNames: ['status'], registers }),
   };

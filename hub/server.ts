@@ -25,6 +25,7 @@ export class Hub {
   private readonly loadingChannels = new Map<string, Promise<ProjectChannel>>();
   private readonly connections = new Set<Connection>();
   private pingTimer: NodeJS.Timeout | null = null;
+  private stallTimer: NodeJS.Timeout | null = null;
   private stopping = false;
 
   constructor(
@@ -59,6 +60,14 @@ export class Hub {
       for (const c of this.connections) c.ping();
     }, this.options.pingIntervalMs);
     this.pingTimer.unref();
+    // A stalled reader is closed between one and about one and a half stall timeouts after it stopped.
+    this.stallTimer = setInterval(
+      () => {
+        for (const c of this.connections) c.checkStall();
+      },
+      Math.max(10, Math.floor(this.options.stallTimeoutMs / 4)),
+    );
+    this.stallTimer.unref();
     const port = (this.http.address() as AddressInfo).port;
     this.log.info({ host: this.options.host, port }, 'hub listening');
     return port;
@@ -119,7 +128,7 @@ export class Hub {
     if (!auth.ok) return refuse(auth.status, auth.reason);
     if (this.stopping) return refuse(503, 'hub is shutting down');
     this.wss.handleUpgrade(req, socket, head, (ws) => {
-      const conn = new Connection(ws, project, auth.token.role, {
+      const conn = new Connection(ws, socket, project, auth.token.role, {
         options: this.options,
         store: this.store,
         committer: this.committer,
@@ -146,6 +155,7 @@ export class Hub {
     this.stopping = true;
     this.log.info({ connections: this.connections.size }, 'hub shutting down');
     if (this.pingTimer) clearInterval(this.pingTimer);
+    if (this.stallTimer) clearInterval(this.stallTimer);
     const httpClosed = new Promise<void>((resolve) => this.http.close(() => resolve()));
     await this.committer.drain();
     // Acks are queued on the sockets; close() sends them before the close frame.
