@@ -58,7 +58,7 @@ export class Connection implements Subscriber {
 
   constructor(
     private readonly ws: WebSocket,
-    /** The socket under `ws`: any bytes from the device count as a sign of life, not only whole messages. */
+    /** The socket under `ws`: bytes of an upload still arriving count as a sign of life, not only whole messages. */
     socket: Duplex,
     readonly project: string,
     private readonly role: Role,
@@ -70,7 +70,7 @@ export class Connection implements Subscriber {
       send: (data, fin, done) => ws.send(data, { binary: false, fin }, done),
       ping: (payload) => ws.ping(payload),
     };
-    socket.on('data', () => this.flow.heard(performance.now()));
+    socket.on('data', (chunk: Buffer) => this.flow.heard(chunk.length, performance.now()));
     ws.on('message', (data, isBinary) => this.onMessage(data, isBinary));
     ws.on('pong', (data) => {
       this.awaitingPong = false;

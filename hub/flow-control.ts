@@ -99,6 +99,8 @@ export class FlowControl {
   private progressAt = 0;
   private sweptProgressAt = -1;
   private quietSweeps = 0;
+  /** Bytes from the device not yet counted as progress (see heard). */
+  private heardBytes = 0;
 
   constructor(
     /** Largest frame (maxFrameBytes). */
@@ -159,8 +161,14 @@ export class FlowControl {
     if (due && this.unanswered < MAX_UNANSWERED) this.probe(wire, now);
   }
 
-  /** Bytes arrived from the device: it is alive, and answers to probes may be queued behind them. */
-  heard(now: number): void {
+  /**
+   * Bytes arrived from the device. An upload under way counts as progress: the answers to probes
+   * may be queued behind it. The odd ping of a device that reads nothing does not.
+   */
+  heard(bytes: number, now: number): void {
+    this.heardBytes += bytes;
+    if (this.heardBytes < MIN_PROBE_BYTES) return;
+    this.heardBytes = 0;
     this.progressAt = now;
   }
 

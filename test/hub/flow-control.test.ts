@@ -12,6 +12,8 @@ const SOCKET_BYTES = 4 * 1024 * 1024;
 const PAGE = 400_000;
 const TICK_MS = 10;
 const WELCOME = JSON.stringify({ type: 'welcome', project: 'p1', deviceId: 'd', headSeq: 1_000_000 });
+/** What a device uploading a push batch (3 KB/s) sends in a tick. */
+const UPLOAD_PER_TICK = 30;
 const ACK = JSON.stringify({ type: 'ack', acks: 'x'.repeat(3000) });
 
 type Item = { kind: 'data'; bytes: number; fin: boolean } | { kind: 'ping'; payload: Buffer };
@@ -36,6 +38,8 @@ class SimLink implements Wire {
   uplinkOpen = true;
   /** The device is uploading (bytes from it reach the hub), and the hub acks it every tick, outside the window. */
   uploading = false;
+  /** The device pings the hub this often (0: never), whether or not it reads. */
+  pingEveryMs = 0;
   /** Most answers the device had waiting to be sent. */
   maxHeld = 0;
   private held: Buffer[] = [];
@@ -71,8 +75,9 @@ class SimLink implements Wire {
       this.pump();
     }
     for (const end = this.now + ms; this.now < end; this.now += TICK_MS) {
+      if (this.pingEveryMs && this.now % this.pingEveryMs === 0) this.flow.heard(14, this.now);
       if (this.uploading) {
-        this.flow.heard(this.now);
+        this.flow.heard(UPLOAD_PER_TICK, this.now);
         this.flow.transmit(ACK, this, this.now);
       }
       if (this.uplinkOpen) for (const p of this.held.splice(0)) this.answer(p);
@@ -171,8 +176,9 @@ describe('flow control', () => {
     expect(link.flow.frameBytes).toBeGreaterThan(512 * 1024);
   });
 
-  it('calls a reader that stops reading stalled after the stall timeout, not before', () => {
+  it('calls a reader that stops reading stalled after the stall timeout, not before, though it still pings', () => {
     const link = new SimLink(50_000, 2000);
+    link.pingEveryMs = 500;
     link.run(3000);
     link.rate = 0;
     const stoppedAt = link.now;
