@@ -7,8 +7,8 @@
 // (RFC 6455 5.5.3) once it has read everything before it. The echoed offsets give:
 //   - a smoothed read rate, to which frames (about a second of reading) and the bytes allowed
 //     in flight (about two seconds) are sized: a slow device gets small frames, soon whole, and
-//     frames sized to its latest rate; a fast one whole pages, left to the socket's high-water
-//     mark as before;
+//     frames sized to its latest rate; a fast one, or one keeping up at the live edge, whole
+//     pages and the shared live frames, left to the socket's high-water mark as before;
 //   - progress: a reader is stalled only when it has read nothing at all for the stall timeout
 //     (and sent nothing either: its answers may wait behind its own uploads). Probes sit inside
 //     large messages too (split into fragments), so a frame that takes a minute to trickle in
@@ -89,8 +89,9 @@ export class FlowControl {
   private sampleStart: number | null = null;
   private sampleBytes = 0;
   /**
-   * The window or the socket buffer held the stream back during this sample: the reader, not the
-   * hub, set the pace, so a low sample is its real rate (otherwise it only says the hub sent little).
+   * The window or the socket buffer held the stream back during this sample, or more was left
+   * unread than was read: the reader, not the hub, set the pace, so a low sample is its real rate
+   * (otherwise it only says the hub sent little).
    */
   private limited = false;
   /** Between hold() and resume(): the stream is held back. */
