@@ -21,6 +21,13 @@ import { Pusher } from './pusher.ts';
 import { DataVersionWatcher } from './watch.ts';
 import { AGENT_BUSY_TIMEOUT_MS, LOCK_REPORT_AFTER_MS, WriteQueue, WriteQueueStopped, type LockWait } from './write-queue.ts';
 
+/**
+ * Received frames waiting for the write queue (the app holds the lock) are kept up to this many bytes;
+ * past it the agent stops reading its socket until half of it is applied. Reading on while waiting keeps
+ * the link's liveness visible: a link that dies during a lock is noticed, not hidden behind a pause.
+ */
+const INBOX_MAX_BYTES = 16 * 1024 * 1024;
+
 /** Payload bytes per push: a quarter of the hub's frame limit leaves room for the envelope and escaping. */
 const PUSH_PAYLOAD_BUDGET = MAX_FRAME_BYTES / 4;
 
@@ -89,6 +96,8 @@ export class Agent extends EventEmitter<AgentEvents> {
   private wakeTimer: NodeJS.Timeout | null = null;
   private stopping: Promise<void> | null = null;
   private lastPending = 0;
+  /** Bytes of received frames not yet applied (see INBOX_MAX_BYTES). */
+  private inboxBytes = 0;
 
   constructor(options: AgentOptions, log: Logger = silentLogger) {
     super();
@@ -109,11 +118,7 @@ export class Agent extends EventEmitter<AgentEvents> {
     this.db = db;
     const writes = new WriteQueue(db, { log: this.log, reportAfterMs: o.lockReportAfterMs });
     this.writes = writes;
-    writes.on('blocked', () => this.link?.pause());
-    writes.on('unblocked', () => {
-      this.link?.resume();
-      this.pusher?.wake();
-    });
+    writes.on('unblocked', () => this.pusher?.wake());
     writes.on('lockWait', (w) => {
       this.writeLive();
       this.emit('lockWait', w);
@@ -163,8 +168,6 @@ export class Agent extends EventEmitter<AgentEvents> {
       pingIntervalMs: o.pingIntervalMs,
       deadAfterMs: o.deadAfterMs,
     });
-    // Frames the socket had already read when the queue blocked still arrive; the queue keeps them.
-    if (this.writes.blocked) this.link.pause();
     this.pusher = new Pusher(
       {
         readPending: (afterRowid, limit) => this.readPending(afterRowid, limit),
@@ -184,7 +187,7 @@ export class Agent extends EventEmitter<AgentEvents> {
       this.pusher.connected();
       this.emitStatus();
     });
-    this.link.on('events', (f) => this.receive(f));
+    this.link.on('events', (f, bytes) => this.receive(f, bytes));
     this.link.on('ack', (a) => this.pusher.onAck(a));
     this.link.on('hubError', (e) => this.emit('problem', e));
     this.link.on('down', () => {
@@ -282,12 +285,20 @@ export class Agent extends EventEmitter<AgentEvents> {
     return page;
   }
 
-  private receive(frame: EventsFrame): void {
+  private receive(frame: EventsFrame, bytes: number): void {
     const epoch = this.applyEpoch;
-    this.write(`apply events through seq ${frame.throughSeq}`, () => {
+    this.inboxBytes += bytes;
+    if (this.inboxBytes > INBOX_MAX_BYTES) this.link.pause();
+    const applied = this.write(`apply events through seq ${frame.throughSeq}`, () => {
       if (epoch !== this.applyEpoch) return null; // a frame before this one failed; the stream restarts from the cursor
       return this.engine.applyFrame(frame.events, frame.throughSeq, frame.headSeq);
-    }).then(
+    });
+    const settled = () => {
+      this.inboxBytes -= bytes;
+      if (this.inboxBytes <= INBOX_MAX_BYTES / 2) this.link.resume();
+    };
+    applied.then(settled, settled);
+    applied.then(
       (result) => {
         if (!result) return;
         this.cursor = result.cursor;

@@ -36,7 +36,8 @@ export interface LinkOptions {
 
 export interface LinkEvents {
   welcome: [WelcomeFrame];
-  events: [EventsFrame];
+  /** An events frame and the size of its text (for the receiver's memory bound). */
+  events: [EventsFrame, number];
   ack: [AckFrame];
   /** The hub sent an error frame (a close follows). */
   hubError: [{ code: string; message: string }];
@@ -177,7 +178,7 @@ export class Link extends EventEmitter<LinkEvents> {
         this.emit('welcome', frame);
         break;
       case 'events':
-        this.emit('events', frame);
+        this.emit('events', frame, text.length);
         break;
       case 'ack':
         this.emit('ack', frame);
