@@ -96,6 +96,8 @@ export class Agent extends EventEmitter<AgentEvents> {
   private wakeTimer: NodeJS.Timeout | null = null;
   private stopping: Promise<void> | null = null;
   private lastPending = 0;
+  /** The connection state last recorded (the live file repeats it with every heartbeat). */
+  private liveStatus: ConnectionStatus = ConnectionStatus.Disconnected;
   /** Bytes of received frames not yet applied (see INBOX_MAX_BYTES). */
   private inboxBytes = 0;
 
@@ -357,8 +359,6 @@ export class Agent extends EventEmitter<AgentEvents> {
     if (!this.db) return;
     this.write('record the connection status', () => setConnectionStatus(this.db!, status, headSeq), headSeq === undefined ? 'status' : undefined);
   }
-
-  private liveStatus: ConnectionStatus = ConnectionStatus.Disconnected;
 
   private writeLive(status: ConnectionStatus = this.liveStatus): void {
     const wait = this.writes?.lockWait();

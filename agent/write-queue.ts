@@ -68,8 +68,6 @@ export interface LockWait {
 }
 
 export interface WriteQueueEvents {
-  /** The head job found the database locked: stop feeding the queue (pause the stream). */
-  blocked: [];
   /** The lock was acquired again after `waitedMs`. */
   unblocked: [{ waitedMs: number }];
   /** The wait passed LOCK_REPORT_AFTER_MS (once per wait), or ended after passing it. */
@@ -203,7 +201,6 @@ export class WriteQueue extends EventEmitter<WriteQueueEvents> {
     if (this.blockedSince === null) {
       this.blockedSince = now;
       this.attempt = 0;
-      this.emit('blocked');
     }
     const held = now - this.blockedSince;
     if (held >= this.o.reportAfterMs && (!this.reported || now - this.lastLogAt >= LOCK_LOG_EVERY_MS)) {
