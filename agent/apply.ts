@@ -6,6 +6,7 @@ import type { ActionType, SyncEvent } from '../shared/event.ts';
 import { IDENTIFIER_RE } from '../shared/limits.ts';
 import { entityTable } from '../shared/td-actions.ts';
 import { nowIso } from '../shared/time.ts';
+import { diffKeys, effectOf, RuleError, sameJson, type RowEffect } from '../shared/apply-rules.ts';
 import { dbErrorText, sqliteCode } from './db-errors.ts';
 import { APPLYING_GUARD_SQL, APPLYING_GUARD_TABLE, STATE_ROW, quoteIdent, tableColumns } from './app-db.ts';
 import type { LocalChange, Row } from './outbox.ts';
@@ -72,39 +73,8 @@ function toSqlValue(v: unknown): unknown {
   }
 }
 
-/** Structural equality of two JSON values (td's reflect.DeepEqual on decoded JSON). */
-export function sameJson(a: unknown, b: unknown): boolean {
-  if (a === b) return true;
-  if (typeof a !== 'object' || typeof b !== 'object' || a === null || b === null) return false;
-  if (Array.isArray(a)) {
-    if (!Array.isArray(b) || a.length !== b.length) return false;
-    for (let i = 0; i < a.length; i++) if (!sameJson(a[i], b[i])) return false;
-    return true;
-  }
-  if (Array.isArray(b)) return false;
-  const ak = Object.keys(a);
-  if (ak.length !== Object.keys(b).length) return false;
-  for (const k of ak) {
-    if (!Object.hasOwn(b, k) || !sameJson((a as Row)[k], (b as Row)[k])) return false;
-  }
-  return true;
-}
-
-/**
- * Keys whose value differs between previous and new (td's diffJSON): changed or added keys, and keys
- * dropped from new (written as NULL). `id` is never among them: a primary key is not updated.
- */
-export function diffKeys(prev: Row, next: Row): string[] {
-  const out: string[] = [];
-  for (const k of Object.keys(next)) {
-    if (k === 'id') continue;
-    if (!Object.hasOwn(prev, k) || !sameJson(prev[k], next[k])) out.push(k);
-  }
-  for (const k of Object.keys(prev)) {
-    if (k !== 'id' && !Object.hasOwn(next, k)) out.push(k);
-  }
-  return out;
-}
+// The rules themselves (which fields a change writes) live in shared/apply-rules.ts, used by the hub too.
+export { sameJson, diffKeys };
 
 /** Above this many distinct column sets per table, cached statements are dropped and re-prepared on demand. */
 const MAX_STATEMENTS_PER_TABLE = 512;
@@ -190,33 +160,62 @@ export class RowApplier {
     return t ? (t.select.get(id) as Row | undefined) : undefined;
   }
 
-  /** Apply one change with td's rules. */
+  /** Apply one change with td's rules (shared/apply-rules.ts decides what it writes). */
   apply(c: Change): void {
     const t = this.info(c.table);
     if (c.entityId === '') throw new ApplyError('empty entity id');
-    switch (c.actionType) {
-      case 'create':
-        return this.create(t, c);
-      case 'update':
-        return this.update(t, c);
+    let effect: RowEffect;
+    try {
+      effect = effectOf(c);
+    } catch (err) {
+      if (err instanceof RuleError) throw new ApplyError(err.message);
+      throw err;
+    }
+    this.applyEffect(t, c.entityId, effect);
+  }
+
+  /** A snapshot row: the hub's current row of an entity, written as a create (upsert of its fields). */
+  applyRow(table: string, entityId: string, data: Row): void {
+    if (entityId === '') throw new ApplyError('empty entity id');
+    const fields: Row = {};
+    for (const k of Object.keys(data)) if (k !== 'id') fields[k] = data[k];
+    this.applyEffect(this.info(table), entityId, { op: 'upsert', fields });
+  }
+
+  private applyEffect(t: TableInfo, entityId: string, effect: RowEffect): void {
+    switch (effect.op) {
+      case 'upsert': {
+        const { cols, values } = this.pick(t, effect.fields);
+        // td refuses a create naming no known column (a payload from an unrelated schema); a table made of
+        // nothing but `id` can still be created.
+        if (cols.length === 0 && t.columns.length > 0) throw new ApplyError(`create for ${t.name} names none of its columns`);
+        this.statement(t, 'upsert', cols).run(entityId, ...values);
+        return;
+      }
+      case 'update': {
+        // Never inserts (a row deleted here stays deleted). No field to write means nothing to do (td then
+        // falls back to a full write; DESIGN asks for exactly the differing fields, which keeps a no-op
+        // update from reverting other devices' edits).
+        const { cols, values } = this.pick(t, effect.fields);
+        if (cols.length === 0) return;
+        this.statement(t, 'update', cols).run(...values, entityId);
+        return;
+      }
       case 'delete':
         // Hard delete; no-op when missing. (td also cascades boards -> positions: app-specific, not here.)
-        t.delete.run(c.entityId);
+        t.delete.run(entityId);
         return;
       case 'soft_delete':
-        // deleted_at = the event's clientTimestamp; no-op when missing. A table without deleted_at cannot
-        // soft-delete: the event fails, as in td (its UPDATE errors on the missing column).
+        // A table without deleted_at cannot soft-delete: the event fails, as in td (its UPDATE errors on the column).
         if (!t.softDelete) throw new ApplyError(`table ${t.name} has no deleted_at column: cannot soft_delete`);
-        t.softDelete.run(c.clientTimestamp, c.entityId);
+        t.softDelete.run(effect.at, entityId);
         return;
       case 'restore':
         // deleted_at = NULL and, as td does, updated_at = the event's timestamp when the table has one.
         if (!t.restore) throw new ApplyError(`table ${t.name} has no deleted_at column: cannot restore`);
-        if (t.hasUpdatedAt) t.restore.run(c.clientTimestamp, c.entityId);
-        else t.restore.run(c.entityId);
+        if (t.hasUpdatedAt) t.restore.run(effect.at, entityId);
+        else t.restore.run(entityId);
         return;
-      default:
-        throw new ApplyError(`unknown action type ${JSON.stringify(c.actionType)}`);
     }
   }
 
@@ -225,26 +224,16 @@ export class RowApplier {
    * (forward compatibility: a newer app version may send more fields); a key that is not even a valid
    * identifier marks the payload as malformed.
    */
-  private pick(t: TableInfo, data: Row, keys?: string[]): { cols: string[]; values: unknown[] } {
-    for (const k of keys ?? Object.keys(data)) {
+  private pick(t: TableInfo, data: Row): { cols: string[]; values: unknown[] } {
+    for (const k of Object.keys(data)) {
       if (!t.columnSet.has(k) && k !== 'id' && !IDENTIFIER_RE.test(k)) throw new ApplyError(`invalid column name ${JSON.stringify(k)}`);
     }
     const cols: string[] = [];
     const values: unknown[] = [];
-    if (keys) {
-      const wanted = new Set(keys);
-      for (const col of t.columns) {
-        if (wanted.has(col)) {
-          cols.push(col);
-          values.push(toSqlValue(data[col]));
-        }
-      }
-    } else {
-      for (const col of t.columns) {
-        if (Object.hasOwn(data, col)) {
-          cols.push(col);
-          values.push(toSqlValue(data[col]));
-        }
+    for (const col of t.columns) {
+      if (Object.hasOwn(data, col)) {
+        cols.push(col);
+        values.push(toSqlValue(data[col]));
       }
     }
     return { cols, values };
@@ -270,36 +259,6 @@ export class RowApplier {
     s = this.db.prepare(sql);
     t.statements.set(key, s);
     return s;
-  }
-
-  /** create: upsert the full row; columns the payload lacks keep their value (or default, when new). */
-  private create(t: TableInfo, c: Change): void {
-    if (!c.newData) throw new ApplyError('create without newData');
-    const { cols, values } = this.pick(t, c.newData);
-    // td refuses a create naming no known column (a payload from an unrelated schema); a table made of
-    // nothing but `id` can still be created.
-    if (cols.length === 0 && t.columns.length > 0) throw new ApplyError(`create for ${t.name} names none of its columns`);
-    this.statement(t, 'upsert', cols).run(c.entityId, ...values);
-  }
-
-  /**
-   * update never inserts (a row deleted here stays deleted). With previousData it writes only the
-   * fields whose value differs between previousData and newData, so concurrent edits to different
-   * fields of one row both survive; with previousData null (or {}) it writes every field of newData.
-   * No differing field means nothing to write. (td then falls back to a full write; DESIGN asks for
-   * exactly the differing fields, which keeps a no-op update from reverting other devices' edits.)
-   */
-  private update(t: TableInfo, c: Change): void {
-    if (!c.newData) throw new ApplyError('update without newData');
-    const prev = c.previousData;
-    let picked;
-    if (prev && Object.keys(prev).length > 0) {
-      picked = this.pick(t, c.newData, diffKeys(prev, c.newData));
-    } else {
-      picked = this.pick(t, c.newData);
-    }
-    if (picked.cols.length === 0) return;
-    this.statement(t, 'update', picked.cols).run(...picked.values, c.entityId);
   }
 }
 

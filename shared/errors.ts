@@ -20,6 +20,10 @@ export const ErrorCode = {
   Forbidden: 'forbidden',
   /** hello.afterSeq is past the project's head (client has a future cursor: wrong hub or restored backup). */
   CursorAhead: 'cursor_ahead',
+  /** The log before hello.afterSeq was compacted away: bootstrap from a snapshot (hello.bootstrap). */
+  CursorTooOld: 'cursor_too_old',
+  /** The hub's log at hello.afterSeq is not the one the device synced (hello.afterDigest differs): a restored or reset hub. */
+  CursorDiverged: 'cursor_diverged',
   /** The connection stopped reading its stream for longer than the stall timeout. */
   SlowConsumer: 'slow_consumer',
   /** The store failed to commit; nothing of that push was stored. Safe to retry. */

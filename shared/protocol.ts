@@ -2,9 +2,11 @@
 // Frames are JSON text messages; each is parsed with these schemas on receipt, on both sides.
 import { z } from 'zod';
 import { EventSchema, PushEventSchema } from './event.ts';
-import { MAX_ID_LENGTH } from './limits.ts';
+import { MAX_ENTITY_ID_LENGTH, MAX_ID_LENGTH } from './limits.ts';
 
 const seq = z.number().int().nonnegative().safe();
+/** A chained log digest: sha256 as 64 lowercase hex digits, or '' for the empty log (seq 0). */
+const Digest = z.string().regex(/^(|[0-9a-f]{64})$/, 'expected a log digest (64 hex digits)');
 
 // Client -> hub
 
@@ -13,6 +15,10 @@ export const HelloFrame = z.object({
   protocol: z.number().int(),
   deviceId: z.string().min(1).max(MAX_ID_LENGTH),
   afterSeq: seq,
+  /** The log digest the device holds for afterSeq (see digest.ts); a mismatch is `cursor_diverged`. */
+  afterDigest: Digest.optional(),
+  /** Ask for a snapshot instead of a replay when afterSeq is 0 or older than the retained log. */
+  bootstrap: z.boolean().optional(),
 });
 export type HelloFrame = z.infer<typeof HelloFrame>;
 
@@ -42,8 +48,30 @@ export const EventsFrame = z.object({
   events: z.array(EventSchema).min(1),
   throughSeq: seq,
   headSeq: seq,
+  /** Digest of the log through throughSeq (optional only so that frames of older hubs still parse). */
+  throughDigest: Digest.optional(),
 });
 export type EventsFrame = z.infer<typeof EventsFrame>;
+
+/** One entity's current row in a snapshot: the hub's state after applying the log through throughSeq. */
+export const SnapshotRow = z.object({
+  entityType: z.string().min(1).max(MAX_ID_LENGTH),
+  entityId: z.string().min(1).max(MAX_ENTITY_ID_LENGTH),
+  data: z.custom<Record<string, unknown>>((v) => typeof v === 'object' && v !== null && !Array.isArray(v), { message: 'expected an object' }),
+});
+export type SnapshotRow = z.infer<typeof SnapshotRow>;
+
+/** A page of the state at throughSeq; the last one has done: true and the digest of the log through throughSeq. */
+export const SnapshotFrame = z
+  .object({
+    type: z.literal('snapshot'),
+    rows: z.array(SnapshotRow),
+    throughSeq: seq,
+    done: z.boolean(),
+    throughDigest: Digest.optional(),
+  })
+  .refine((f) => !f.done || f.throughDigest !== undefined, { message: 'the last snapshot page must carry throughDigest', path: ['throughDigest'] });
+export type SnapshotFrame = z.infer<typeof SnapshotFrame>;
 
 export const Ack = z.object({ clientActionId: z.number().int().safe(), serverSeq: z.number().int().positive() });
 export type Ack = z.infer<typeof Ack>;
@@ -70,7 +98,7 @@ export const ErrorFrame = z.object({
 });
 export type ErrorFrame = z.infer<typeof ErrorFrame>;
 
-export const ServerFrame = z.discriminatedUnion('type', [WelcomeFrame, EventsFrame, AckFrame, ErrorFrame]);
+export const ServerFrame = z.discriminatedUnion('type', [WelcomeFrame, EventsFrame, SnapshotFrame, AckFrame, ErrorFrame]);
 export type ServerFrame = z.infer<typeof ServerFrame>;
 
 /** Result of parsing one text message: the frame, or why it is not one. */
