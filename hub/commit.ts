@@ -1,7 +1,7 @@
 // Group commit: every push that arrives while the store is busy (or in the same
 // turn of the event loop) is committed in one transaction, and each push is
 // answered only after that transaction is durable. One fsync then pays for many pushes.
-import type { AppendGroup, AppendOutcome, EventStore } from './store/event-store.ts';
+import type { AppendGroup, AppendOutcome, EventStore, StoredEvent } from './store/event-store.ts';
 
 interface Waiting {
   group: AppendGroup;
@@ -11,7 +11,7 @@ interface Waiting {
 
 export interface CommitListener {
   /** Called after each durable commit with the newly stored events per project (duplicates excluded). */
-  (committed: Map<string, { seq: number; json: string }[]>, durationMs: number, eventCount: number): void;
+  (committed: Map<string, StoredEvent[]>, durationMs: number, eventCount: number): void;
 }
 
 export class GroupCommitter {
@@ -77,13 +77,13 @@ export class GroupCommitter {
       batch.map((w) => w.group),
       new Date().toISOString(),
     );
-    const committed = new Map<string, { seq: number; json: string }[]>();
+    const committed = new Map<string, StoredEvent[]>();
     let count = 0;
     batch.forEach((w, i) => {
       const list = committed.get(w.group.project) ?? [];
       for (const o of outcomes[i]!) {
         if (!o.stored) continue;
-        list.push({ seq: o.seq, json: o.json });
+        list.push({ seq: o.seq, json: o.json, digest: o.digest });
         count++;
       }
       committed.set(w.group.project, list);

@@ -13,7 +13,9 @@ import { buildFrame, type Frame, type ProjectChannel, type Subscriber } from './
 import { FlowControl, type Wire } from './flow-control.ts';
 import type { GroupCommitter } from './commit.ts';
 import type { HubMetrics } from './metrics.ts';
-import type { EventStore, Role } from './store/event-store.ts';
+import type { EventStore, Role, SnapshotReader } from './store/event-store.ts';
+import { decideResume } from './resume-check.ts';
+import { snapshotFrame } from './snapshot-frame.ts';
 import { rejectReason } from './validate-event.ts';
 
 export const ConnState = {
@@ -42,6 +44,8 @@ export class Connection implements Subscriber {
   /** Last seq sent to this socket. */
   private cursor = 0;
   private channel: ProjectChannel | null = null;
+  /** A snapshot being sent before the stream (hello.bootstrap); the cursor is its throughSeq. */
+  private snapshot: SnapshotReader | null = null;
   private pumping = false;
   private pumpAgain = false;
   /** Held back by the flow window or the high-water mark: waiting for the device to read. */
@@ -117,15 +121,19 @@ export class Connection implements Subscriber {
     this.deviceId = hello.deviceId;
     const channel = await this.deps.channel(this.project);
     if (this.isClosed()) return;
-    if (hello.afterSeq > channel.head) {
-      return this.fail(
-        ErrorCode.CursorAhead,
-        `afterSeq ${hello.afterSeq} is past the project's head ${channel.head}: this device synced with another hub or a newer copy of its data`,
-      );
-    }
+    const decision = await decideResume(this.deps.store, this.project, hello, channel.head);
+    if (this.isClosed()) return;
+    if (decision.kind === 'refuse') return this.fail(decision.code, decision.message);
     this.state = ConnState.Streaming;
     this.log = this.log.child({ deviceId: hello.deviceId });
     this.cursor = hello.afterSeq;
+    if (decision.kind === 'snapshot') {
+      // Opened before any early push of this device is committed: its pushes all land after the snapshot.
+      this.snapshot = await this.deps.store.openSnapshot(this.project);
+      this.cursor = this.snapshot.throughSeq;
+      if (this.isClosed()) return this.closeSnapshot();
+      this.log.info({ throughSeq: this.snapshot.throughSeq }, 'sending a snapshot');
+    }
     this.channel = channel;
     // Subscribe before sending anything: every commit from here on wakes us, and the
     // cursor decides what is sent, so the backlog-to-live switch has no gap or duplicate.
@@ -198,6 +206,18 @@ export class Connection implements Subscriber {
   private async sendUntilHeld(): Promise<void> {
     const channel = this.channel!;
     const { highWaterBytes, pageEvents } = this.deps.options;
+    // A snapshot goes first, paced like the stream: pages of about a second of the device's reading.
+    while (this.snapshot && !this.isClosed()) {
+      if (!this.flow.canSend() || this.ws.bufferedAmount > highWaterBytes) {
+        this.block();
+        return;
+      }
+      const snapshot = this.snapshot;
+      const page = await snapshot.next(this.flow.frameBytes);
+      if (this.isClosed()) return;
+      if (page.done) this.closeSnapshot();
+      this.send(snapshotFrame(page.rows, snapshot.throughSeq, page.done ? snapshot.throughDigest : null));
+    }
     while (this.cursor < channel.head && !this.isClosed()) {
       if (!this.flow.canSend() || this.ws.bufferedAmount > highWaterBytes) {
         this.block();
@@ -211,6 +231,10 @@ export class Connection implements Subscriber {
         const limit = Math.min(pageEvents, Math.ceil((frameBytes * 1.25) / this.eventBytes));
         const page = await this.deps.store.readAfter(this.project, this.cursor, limit);
         if (page.length === 0 || this.isClosed()) return;
+        if (page[0]!.seq !== this.cursor + 1) {
+          // Compacted while this device was reading its backlog.
+          return this.fail(ErrorCode.CursorTooOld, `the log after seq ${this.cursor} was compacted; reconnect with bootstrap: true`);
+        }
         // Bounded in size too: with large events the frame covers only a prefix of the page.
         frame = buildFrame(page, channel.head, frameBytes);
         this.eventBytes = Math.max(1, frame.data.length / (frame.throughSeq - frame.firstSeq + 1));
@@ -281,7 +305,13 @@ export class Connection implements Subscriber {
     this.detach();
   }
 
+  private closeSnapshot(): void {
+    this.snapshot?.close();
+    this.snapshot = null;
+  }
+
   private detach(): void {
+    this.closeSnapshot();
     this.state = ConnState.Closed;
     this.channel?.subscribers.delete(this);
     clearTimeout(this.helloTimer);

@@ -16,8 +16,8 @@ export interface Subscriber {
   wake(): void;
 }
 
-/** Envelope of an events frame around its events, with room for two seqs. */
-const FRAME_OVERHEAD = 100;
+/** Envelope of an events frame around its events, with room for two seqs and a digest. */
+const FRAME_OVERHEAD = 180;
 
 /**
  * Build an events frame from events' JSON texts (no re-serialisation of the events).
@@ -34,7 +34,7 @@ export function buildFrame(events: StoredEvent[], headSeq: number, maxChars = In
   const through = events[n - 1]!.seq;
   let body = '{"type":"events","events":[';
   for (let i = 0; i < n; i++) body += (i ? ',' : '') + events[i]!.json;
-  body += `],"throughSeq":${through},"headSeq":${headSeq}}`;
+  body += `],"throughSeq":${through},"headSeq":${headSeq},"throughDigest":"${events[n - 1]!.digest}"}`;
   return { data: Buffer.from(body), firstSeq: first, throughSeq: through };
 }
 

@@ -2,10 +2,38 @@
 // knows this interface, so another store (PostgreSQL) can sit behind it.
 import type { PushEvent } from '../../shared/event.ts';
 
-/** An event as the store hands it out: its seq and its JSON text, serialised once at commit. */
+/** An event as the store hands it out: its seq, its JSON text (serialised once at commit) and the log digest through it. */
 export interface StoredEvent {
   seq: number;
   json: string;
+  /** digest(seq) = sha256(digest(seq-1) + json), see shared/digest.ts. */
+  digest: string;
+}
+
+/** Where a project's log stands: its head, and the point before which compaction dropped the events. */
+export interface LogInfo {
+  headSeq: number;
+  headDigest: string;
+  /** Events up to here were compacted away (0: the whole log is kept); the state still includes them. */
+  baseSeq: number;
+  baseDigest: string;
+}
+
+/** One entity's current row, ready to send: `{"entityType","entityId","data"}` as JSON text. */
+export interface SnapshotRowText {
+  json: string;
+}
+
+/**
+ * The state of every live entity of a project at one seq, read page by page from one consistent
+ * read (pushes keep committing meanwhile). close() must be called, also when abandoned.
+ */
+export interface SnapshotReader {
+  readonly throughSeq: number;
+  readonly throughDigest: string;
+  /** The next rows, about maxBytes of JSON (at least one row while any is left); done once none is left. */
+  next(maxBytes: number): Promise<{ rows: SnapshotRowText[]; done: boolean }>;
+  close(): void;
 }
 
 /** One push, already validated, to be committed together with others. */
@@ -16,7 +44,7 @@ export interface AppendGroup {
 }
 
 /** Per event of a group: stored now with a new seq, or already stored under its dedup key. */
-export type AppendOutcome = { stored: true; seq: number; json: string } | { stored: false; seq: number };
+export type AppendOutcome = { stored: true; seq: number; json: string; digest: string } | { stored: false; seq: number };
 
 export type Role = 'read' | 'write' | 'admin';
 
@@ -32,14 +60,30 @@ export interface TokenRecord {
 export interface EventStore {
   /**
    * Commit every group in one transaction: seqs are assigned per project in
-   * array order, duplicates (same dedup key) get their original seq. Resolves
-   * only once the transaction is durable; rejects having stored nothing.
+   * array order, duplicates (same dedup key, compacted events included) get their
+   * original seq. In the same transaction each new event gets its chained digest
+   * (from the project's head digest) and the project's entity state is updated with
+   * shared/apply-rules.ts. Resolves only once the transaction is durable; rejects
+   * having stored nothing.
    */
   append(groups: AppendGroup[], serverTimestamp: string): Promise<AppendOutcome[][]>;
   /** Events with seq > afterSeq in order, at most `limit` of them. */
   readAfter(project: string, afterSeq: number, limit: number): Promise<StoredEvent[]>;
   /** The last committed seq of a project (0 for none). */
   headSeq(project: string): Promise<number>;
+  /** Head and compaction point of a project's log, with their digests. */
+  logInfo(project: string): Promise<LogInfo>;
+  /** The log digest through `seq` ('' for 0); null when seq was compacted away or is past the head. */
+  digestAt(project: string, seq: number): Promise<string | null>;
+  /** Open a consistent read of the project's state at its current head (see SnapshotReader). */
+  openSnapshot(project: string): Promise<SnapshotReader>;
+  /**
+   * Drop the events older than the newest `keepEvents` (the state and the dedup keys stay). Returns the
+   * number of events dropped and the new compaction point.
+   */
+  compact(project: string, keepEvents: number): Promise<{ dropped: number; baseSeq: number }>;
+  /** Write a consistent, self-contained copy of the whole store to `toPath` (must not exist). */
+  backup(toPath: string): Promise<void>;
 
   createProject(name: string): Promise<void>;
   projectExists(name: string): Promise<boolean>;

@@ -9,6 +9,7 @@ CREATE TABLE IF NOT EXISTS events (
   session_id       TEXT NOT NULL,
   client_action_id INTEGER NOT NULL,
   body             TEXT NOT NULL,          -- the event as streamed, serialised once at commit
+  digest           TEXT,                   -- chained log digest through this event (shared/digest.ts)
   UNIQUE (project, server_seq),
   UNIQUE (project, device_id, session_id, client_action_id)
 );`;

@@ -1,19 +1,45 @@
 // EventStore on an embedded SQLite file: the default, one hub process owns the file.
 import Database from 'better-sqlite3';
-import { mkdirSync } from 'node:fs';
+import { existsSync, mkdirSync, renameSync, rmSync } from 'node:fs';
 import { dirname } from 'node:path';
+import { chainDigest, EMPTY_DIGEST } from '../../shared/digest.ts';
 import { SyncError } from '../../shared/errors.ts';
-import type { AppendGroup, AppendOutcome, EventStore, Role, StoredEvent, TokenRecord } from './event-store.ts';
+import type { AppendGroup, AppendOutcome, EventStore, LogInfo, Role, SnapshotReader, StoredEvent, TokenRecord } from './event-store.ts';
 import { EVENTS_SCHEMA } from './sqlite-schema.ts';
+import { openSqliteSnapshot } from './sqlite-snapshot.ts';
+import { EntityStateWriter, STATE_SCHEMA } from './sqlite-state.ts';
 import { serializeEvent } from './serialize.ts';
+
+/** Events deleted per transaction by compact(): the hub's writer never waits long behind it. */
+const COMPACT_CHUNK = 20_000;
+
+/**
+ * Schema versions (PRAGMA user_version). 1: chained digests (events.digest, projects.head_digest),
+ * the entity state table, compaction (projects.base_seq/base_digest, compacted_keys). A file of
+ * version 0 is upgraded at open: digests and state are rebuilt from its log.
+ */
+const SCHEMA_VERSION = 1;
 
 const SCHEMA = `
 CREATE TABLE IF NOT EXISTS projects (
-  name       TEXT PRIMARY KEY,
-  head_seq   INTEGER NOT NULL DEFAULT 0,
-  created_at TEXT NOT NULL
+  name        TEXT PRIMARY KEY,
+  head_seq    INTEGER NOT NULL DEFAULT 0,
+  created_at  TEXT NOT NULL,
+  head_digest TEXT NOT NULL DEFAULT '',
+  base_seq    INTEGER NOT NULL DEFAULT 0,   -- events up to here were compacted away
+  base_digest TEXT NOT NULL DEFAULT ''
 );
 ${EVENTS_SCHEMA}
+${STATE_SCHEMA}
+-- Dedup keys of compacted events: a re-push of one is still answered duplicate with its seq.
+CREATE TABLE IF NOT EXISTS compacted_keys (
+  project          TEXT NOT NULL,
+  device_id        TEXT NOT NULL,
+  session_id       TEXT NOT NULL,
+  client_action_id INTEGER NOT NULL,
+  server_seq       INTEGER NOT NULL,
+  PRIMARY KEY (project, device_id, session_id, client_action_id)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS tokens (
   id         TEXT PRIMARY KEY,
   project    TEXT NOT NULL REFERENCES projects(name),
@@ -32,9 +58,10 @@ function toToken(row: TokenRow): TokenRecord {
 
 export class SqliteEventStore implements EventStore {
   private readonly db: Database.Database;
-  /** Head seq per project, loaded lazily; this process is the file's only writer. */
-  private readonly heads = new Map<string, number>();
+  /** Head seq and digest per project, loaded lazily; this process is the file's only writer of events. */
+  private readonly heads = new Map<string, { seq: number; digest: string }>();
   private readonly stmt;
+  private readonly state: EntityStateWriter;
 
   constructor(path: string) {
     if (path !== ':memory:') mkdirSync(dirname(path), { recursive: true });
@@ -46,47 +73,67 @@ export class SqliteEventStore implements EventStore {
     // 64 MiB of page cache: the two indexes of a busy log outgrow the 2 MiB default, and
     // every insert then reads index pages back from the OS.
     this.db.pragma('cache_size = -65536');
-    this.db.exec(SCHEMA);
+    migrate(this.db);
+    this.state = new EntityStateWriter(this.db);
     this.stmt = {
       insert: this.db.prepare(
-        `INSERT INTO events (project, server_seq, device_id, session_id, client_action_id, body)
-         VALUES (?, ?, ?, ?, ?, ?)
+        `INSERT INTO events (project, server_seq, device_id, session_id, client_action_id, body, digest)
+         VALUES (?, ?, ?, ?, ?, ?, ?)
          ON CONFLICT (project, device_id, session_id, client_action_id) DO NOTHING`,
       ),
+      compactedSeq: this.db
+        .prepare('SELECT server_seq FROM compacted_keys WHERE project = ? AND device_id = ? AND session_id = ? AND client_action_id = ?')
+        .pluck(),
       dupSeq: this.db
         .prepare('SELECT server_seq FROM events WHERE project = ? AND device_id = ? AND session_id = ? AND client_action_id = ?')
         .pluck(),
-      setHead: this.db.prepare('UPDATE projects SET head_seq = ? WHERE name = ?'),
+      setHead: this.db.prepare('UPDATE projects SET head_seq = ?, head_digest = ? WHERE name = ?'),
       head: this.db.prepare('SELECT head_seq FROM projects WHERE name = ?').pluck(),
+      headRow: this.db.prepare('SELECT head_seq AS seq, head_digest AS digest FROM projects WHERE name = ?'),
+      info: this.db.prepare(
+        'SELECT head_seq AS headSeq, head_digest AS headDigest, base_seq AS baseSeq, base_digest AS baseDigest FROM projects WHERE name = ?',
+      ),
+      digestAt: this.db.prepare('SELECT digest FROM events WHERE project = ? AND server_seq = ?').pluck(),
       readAfter: this.db.prepare(
-        'SELECT server_seq AS seq, body AS json FROM events WHERE project = ? AND server_seq > ? ORDER BY server_seq LIMIT ?',
+        'SELECT server_seq AS seq, body AS json, digest FROM events WHERE project = ? AND server_seq > ? ORDER BY server_seq LIMIT ?',
       ),
     };
   }
 
-  private head(project: string): number {
+  private head(project: string): { seq: number; digest: string } {
     let head = this.heads.get(project);
     if (head === undefined) {
-      const stored = this.stmt.head.get(project) as number | undefined;
-      if (stored === undefined) throw new SyncError('unknown_project', `project ${project} does not exist`);
-      head = stored;
+      head = this.stmt.headRow.get(project) as { seq: number; digest: string } | undefined;
+      if (head === undefined) throw new SyncError('unknown_project', `project ${project} does not exist`);
       this.heads.set(project, head);
     }
     return head;
   }
 
   async append(groups: AppendGroup[], serverTimestamp: string): Promise<AppendOutcome[][]> {
-    const newHeads = new Map<string, number>();
+    const newHeads = new Map<string, { seq: number; digest: string }>();
     const run = this.db.transaction(() => {
       const out = groups.map(({ project, deviceId, events }) => {
         let head = newHeads.get(project) ?? this.head(project);
         const outcomes = events.map((e): AppendOutcome => {
-          const seq = head + 1;
+          // A compacted event's key is no longer in `events`; it is still a duplicate.
+          const compacted = this.stmt.compactedSeq.get(project, deviceId, e.sessionId, e.clientActionId) as number | undefined;
+          if (compacted !== undefined) return { stored: false, seq: compacted };
+          const seq = head.seq + 1;
           const json = serializeEvent(seq, deviceId, serverTimestamp, e);
-          const info = this.stmt.insert.run(project, seq, deviceId, e.sessionId, e.clientActionId, json);
+          const digest = chainDigest(head.digest, json);
+          const info = this.stmt.insert.run(project, seq, deviceId, e.sessionId, e.clientActionId, json, digest);
           if (info.changes === 1) {
-            head = seq;
-            return { stored: true, seq, json };
+            head = { seq, digest };
+            this.state.apply(project, {
+              actionType: e.actionType as never,
+              entityType: e.entityType,
+              entityId: e.entityId,
+              newData: e.payload.newData,
+              previousData: e.payload.previousData,
+              clientTimestamp: e.clientTimestamp,
+            });
+            return { stored: true, seq, json, digest };
           }
           const original = this.stmt.dupSeq.get(project, deviceId, e.sessionId, e.clientActionId) as number;
           return { stored: false, seq: original };
@@ -94,7 +141,7 @@ export class SqliteEventStore implements EventStore {
         newHeads.set(project, head);
         return outcomes;
       });
-      for (const [project, head] of newHeads) this.stmt.setHead.run(head, project);
+      for (const [project, head] of newHeads) this.stmt.setHead.run(head.seq, head.digest, project);
       return out;
     });
     const result = run.immediate();
@@ -108,7 +155,73 @@ export class SqliteEventStore implements EventStore {
   }
 
   async headSeq(project: string): Promise<number> {
-    return this.head(project);
+    return this.head(project).seq;
+  }
+
+  async logInfo(project: string): Promise<LogInfo> {
+    const info = this.stmt.info.get(project) as LogInfo | undefined;
+    if (!info) throw new SyncError('unknown_project', `project ${project} does not exist`);
+    return info;
+  }
+
+  async digestAt(project: string, seq: number): Promise<string | null> {
+    const info = await this.logInfo(project);
+    if (seq > info.headSeq || seq < info.baseSeq) return null;
+    if (seq === info.baseSeq) return info.baseSeq === 0 ? EMPTY_DIGEST : info.baseDigest;
+    return (this.stmt.digestAt.get(project, seq) as string | null | undefined) ?? null;
+  }
+
+  async openSnapshot(project: string): Promise<SnapshotReader> {
+    return openSqliteSnapshot(this.db.name, project);
+  }
+
+  async compact(project: string, keepEvents: number): Promise<{ dropped: number; baseSeq: number }> {
+    if (!Number.isSafeInteger(keepEvents) || keepEvents < 0) throw new SyncError('invalid_argument', 'keepEvents must be a whole number >= 0');
+    const s = {
+      info: this.stmt.info,
+      keys: this.db.prepare(
+        `INSERT OR IGNORE INTO compacted_keys (project, device_id, session_id, client_action_id, server_seq)
+         SELECT project, device_id, session_id, client_action_id, server_seq FROM events
+         WHERE project = ? AND server_seq > ? AND server_seq <= ?`,
+      ),
+      drop: this.db.prepare('DELETE FROM events WHERE project = ? AND server_seq > ? AND server_seq <= ?'),
+      digest: this.stmt.digestAt,
+      setBase: this.db.prepare('UPDATE projects SET base_seq = ?, base_digest = ? WHERE name = ?'),
+    };
+    let dropped = 0;
+    // In chunks, each its own transaction, so the writer serving pushes never waits long behind us.
+    for (;;) {
+      const step = this.db.transaction(() => {
+        const info = s.info.get(project) as LogInfo | undefined;
+        if (!info) throw new SyncError('unknown_project', `project ${project} does not exist`);
+        const target = info.headSeq - keepEvents;
+        if (target <= info.baseSeq) return { n: 0, base: info.baseSeq };
+        const to = Math.min(target, info.baseSeq + COMPACT_CHUNK);
+        const digest = s.digest.get(project, to) as string;
+        s.keys.run(project, info.baseSeq, to);
+        const n = s.drop.run(project, info.baseSeq, to).changes;
+        s.setBase.run(to, digest, project);
+        return { n, base: to };
+      });
+      const { n, base } = step.immediate();
+      dropped += n;
+      if (n === 0) return { dropped, baseSeq: base };
+    }
+  }
+
+  async backup(toPath: string): Promise<void> {
+    if (existsSync(toPath)) throw new SyncError('backup_exists', `${toPath} already exists; choose a new file`);
+    // VACUUM INTO writes one consistent, self-contained file (no -wal) from a read transaction, so the
+    // hub keeps committing meanwhile. Into a temporary name first: a failed backup leaves nothing.
+    const tmp = `${toPath}.partial-${process.pid}`;
+    rmSync(tmp, { force: true });
+    try {
+      this.db.prepare('VACUUM INTO ?').run(tmp);
+      renameSync(tmp, toPath);
+    } catch (err) {
+      rmSync(tmp, { force: true });
+      throw err;
+    }
   }
 
   async createProject(name: string): Promise<void> {
@@ -151,5 +264,51 @@ export class SqliteEventStore implements EventStore {
 
   async close(): Promise<void> {
     if (this.db.open) this.db.close();
+  }
+}
+
+/** Create the schema, or bring a file of an older version up to SCHEMA_VERSION; safe when two processes open it at once. */
+function migrate(db: Database.Database): void {
+  db.transaction(() => {
+    const version = db.pragma('user_version', { simple: true }) as number;
+    if (version >= SCHEMA_VERSION) return;
+    const had = (table: string) => db.prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?").get(table) !== undefined;
+    const columns = (table: string) => new Set((db.prepare('SELECT name FROM pragma_table_info(?)').all(table) as { name: string }[]).map((c) => c.name));
+    const existing = had('events');
+    if (had('projects')) {
+      const cols = columns('projects');
+      for (const [name, type] of [
+        ['head_digest', "TEXT NOT NULL DEFAULT ''"],
+        ['base_seq', 'INTEGER NOT NULL DEFAULT 0'],
+        ['base_digest', "TEXT NOT NULL DEFAULT ''"],
+      ] as const) {
+        if (!cols.has(name)) db.exec(`ALTER TABLE projects ADD COLUMN ${name} ${type}`);
+      }
+    }
+    if (existing && !columns('events').has('digest')) db.exec('ALTER TABLE events ADD COLUMN digest TEXT');
+    db.exec(SCHEMA);
+    if (existing) rebuildFromLog(db);
+    db.pragma(`user_version = ${SCHEMA_VERSION}`);
+  }).immediate();
+}
+
+/** Version 0 to 1: the digest chain and the entity state of every project, from its whole log. */
+function rebuildFromLog(db: Database.Database): void {
+  const state = new EntityStateWriter(db);
+  const setDigest = db.prepare('UPDATE events SET digest = ? WHERE project = ? AND server_seq = ?');
+  const setHead = db.prepare('UPDATE projects SET head_digest = ? WHERE name = ?');
+  const projects = db.prepare('SELECT name FROM projects').pluck().all() as string[];
+  for (const project of projects) {
+    let digest = EMPTY_DIGEST;
+    for (const row of db.prepare('SELECT server_seq AS seq, body FROM events WHERE project = ? ORDER BY server_seq').iterate(project) as Iterable<{
+      seq: number;
+      body: string;
+    }>) {
+      digest = chainDigest(digest, row.body);
+      setDigest.run(digest, project, row.seq);
+      const e = JSON.parse(row.body) as { actionType: never; entityType: string; entityId: string; payload: { newData: null; previousData: null }; clientTimestamp: string };
+      state.apply(project, { actionType: e.actionType, entityType: e.entityType, entityId: e.entityId, newData: e.payload.newData, previousData: e.payload.previousData, clientTimestamp: e.clientTimestamp });
+    }
+    setHead.run(digest, project);
   }
 }

@@ -3,7 +3,7 @@ import { describe, expect, it } from 'vitest';
 import { ProjectChannel } from '../../hub/fanout.ts';
 
 const events = (from: number, n: number) =>
-  Array.from({ length: n }, (_, i) => ({ seq: from + i, json: JSON.stringify({ serverSeq: from + i, pad: 'x'.repeat(100) }) }));
+  Array.from({ length: n }, (_, i) => ({ seq: from + i, json: JSON.stringify({ serverSeq: from + i, pad: 'x'.repeat(100) }), digest: String(from + i).padStart(64, '0') }));
 
 describe('ProjectChannel', () => {
   it('cuts a large commit into page-sized frames that readers at a frame boundary share', () => {
@@ -20,7 +20,7 @@ describe('ProjectChannel', () => {
     expect(ch.frameAfter(500)).not.toBe(mid);
     const parsed = JSON.parse(a.data.toString());
     expect(parsed.events.map((e: { serverSeq: number }) => e.serverSeq)).toEqual(Array.from({ length: 1000 }, (_, i) => i + 1));
-    expect(parsed).toMatchObject({ type: 'events', throughSeq: 1000, headSeq: 2500 });
+    expect(parsed).toMatchObject({ type: 'events', throughSeq: 1000, headSeq: 2500, throughDigest: '1000'.padStart(64, '0') });
   });
 
   it('keeps shared frames within its byte budget and falls back to the tail', () => {
