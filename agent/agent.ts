@@ -7,7 +7,8 @@ import { z } from 'zod';
 import { RejectReason } from '../shared/errors.ts';
 import { MAX_FRAME_BYTES } from '../shared/limits.ts';
 import { silentLogger, type Logger } from '../shared/log.ts';
-import type { AckFrame, EventsFrame } from '../shared/protocol.ts';
+import type { AckFrame, EventsFrame, SnapshotFrame } from '../shared/protocol.ts';
+import { ErrorCode } from '../shared/errors.ts';
 import { SyncError } from '../shared/errors.ts';
 import { openAppDb, ensureSyncSchema, bindProject, getSyncState, setConnectionStatus, syncedTables, useWal, ConnectionStatus } from './app-db.ts';
 import { HEARTBEAT_MS } from './status.ts';
@@ -16,7 +17,8 @@ import { backfill } from './backfill.ts';
 import { dbErrorText, isFatalDbError, isTransientDbError } from './db-errors.ts';
 import { Link, LinkState, syncUrl } from './link.ts';
 import { writeLiveState } from './live-status.ts';
-import { markAcked, quarantineOutbound, quarantineRows, scanPending, countPending } from './outbox.ts';
+import { markAcked, quarantineOutbound, quarantineRows, scanPending, countPending, lastOutboxRowid, pendingThrough } from './outbox.ts';
+import { LogDivergedError, maxOwnAckedSeq, resetForResync, ResyncReason } from './divergence.ts';
 import { Pusher } from './pusher.ts';
 import { DataVersionWatcher } from './watch.ts';
 import { AGENT_BUSY_TIMEOUT_MS, LOCK_REPORT_AFTER_MS, WriteQueue, WriteQueueStopped, type LockWait } from './write-queue.ts';
@@ -52,6 +54,11 @@ export const AgentOptionsSchema = z.object({
   lockReportAfterMs: z.number().int().positive().default(LOCK_REPORT_AFTER_MS),
   /** How often the live status file is refreshed (status tells a running agent by it). */
   heartbeatMs: z.number().int().positive().default(HEARTBEAT_MS),
+  /**
+   * With no cursor, start from a snapshot of the hub's state instead of replaying the whole log
+   * (`--no-snapshot` sets false). A hub whose log was compacted past the cursor needs one either way.
+   */
+  snapshot: z.boolean().default(true),
 });
 export type AgentOptions = z.input<typeof AgentOptionsSchema>;
 
@@ -73,7 +80,32 @@ export interface AgentEvents {
   lockWait: [LockWait | null];
   /** Something only a person can fix (the database file is gone or damaged): the agent has stopped. */
   fatal: [SyncError];
+  /** Snapshot progress: pages applied so far, and done once the cursor stands at its seq. */
+  bootstrap: [{ throughSeq: number; rows: number; done: boolean }];
+  /** The hub's log is not the one this device synced (or was compacted past it): starting over, re-pushing `reset` changes. */
+  resync: [{ reason: ResyncReason; reset: number }];
 }
+
+/** A snapshot being received on the current connection (see onSnapshot). */
+interface Bootstrap {
+  throughSeq: number;
+  startedAt: number;
+  rows: number;
+  pages: number;
+  lastReportAt: number;
+  /** Outbox rows up to here were pending when it began: their acks must be in before it finishes. */
+  verifyThrough: number;
+  /** The last page, once received: finishing waits for the acks above. */
+  last: SnapshotFrame | null;
+  /** Events frames after the snapshot, held until it finishes (they apply on top of it). */
+  held: { frame: EventsFrame; bytes: number }[];
+  finishing: boolean;
+  /** Its first page is queued (that page empties sync_snapshot_ids). */
+  started: boolean;
+}
+
+/** Bootstrap progress is logged at most this often. */
+const PROGRESS_EVERY_MS = 2_000;
 
 export class Agent extends EventEmitter<AgentEvents> {
   private readonly o: z.infer<typeof AgentOptionsSchema>;
@@ -100,6 +132,14 @@ export class Agent extends EventEmitter<AgentEvents> {
   private liveStatus: ConnectionStatus = ConnectionStatus.Disconnected;
   /** Bytes of received frames not yet applied (see INBOX_MAX_BYTES). */
   private inboxBytes = 0;
+  /** The hub's log digest through the cursor, sent as hello.afterDigest. */
+  private cursorDigest: string | null = null;
+  private adoptedRowid = 0;
+  /** The hub said cursor_too_old: the next hello asks for a snapshot whatever the cursor. */
+  private forceBootstrap = false;
+  private bootstrap: Bootstrap | null = null;
+  /** A re-bootstrap is being prepared (resetForResync): the hub's repeated refusals meanwhile are expected. */
+  private resyncing = false;
 
   constructor(options: AgentOptions, log: Logger = silentLogger) {
     super();
@@ -141,6 +181,8 @@ export class Agent extends EventEmitter<AgentEvents> {
       this.deviceId = prepared.state.deviceId;
       this.sessionId = prepared.state.sessionId;
       this.cursor = prepared.state.cursor;
+      this.cursorDigest = prepared.state.cursorDigest;
+      this.adoptedRowid = prepared.state.adoptedRowid;
       if (prepared.backfilled > 0) this.log.info({ rows: prepared.backfilled }, 'backfilled existing rows into the outbox');
       this.engine = new ApplyEngine(db, { deviceId: this.deviceId, tables: this.tables });
       if (this.stopping) throw new WriteQueueStopped('start');
@@ -164,6 +206,10 @@ export class Agent extends EventEmitter<AgentEvents> {
       token: o.token,
       deviceId: this.deviceId,
       afterSeq: () => this.cursor,
+      resume: () => ({
+        ...(this.cursor > 0 && this.cursorDigest !== null ? { afterDigest: this.cursorDigest } : {}),
+        ...((this.cursor === 0 && this.o.snapshot) || this.forceBootstrap ? { bootstrap: true } : {}),
+      }),
       log: this.log,
       backoffBaseMs: o.backoffBaseMs,
       backoffCapMs: o.backoffCapMs,
@@ -180,19 +226,41 @@ export class Agent extends EventEmitter<AgentEvents> {
       o.pushBatchSize,
       o.maxPushesInFlight,
     );
-    this.watcher = new DataVersionWatcher(db, () => this.pusher.wake(), o.watchIntervalMs, (err) => this.dbFailed(err));
+    // An app commit may also undo a row a snapshot waits for (see tryFinishBootstrap).
+    this.watcher = new DataVersionWatcher(db, () => (this.pusher.wake(), this.tryFinishBootstrap()), o.watchIntervalMs, (err) => this.dbFailed(err));
 
     this.link.on('welcome', (w) => {
+      // The hub's head below a seq it acked to us: it lost those events (restored from an older backup).
+      const acked = this.tryRead(() => maxOwnAckedSeq(db, this.adoptedRowid), 0);
+      if (acked > w.headSeq) {
+        this.resync(ResyncReason.AckedPastHead, `the hub's head ${w.headSeq} is below seq ${acked}, which it acked for one of our changes`);
+        return;
+      }
       this.headSeq = w.headSeq;
       this.recordStatus(ConnectionStatus.Connected, w.headSeq);
       this.log.info({ headSeq: w.headSeq, cursor: this.cursor }, 'connected to hub');
       this.pusher.connected();
       this.emitStatus();
     });
-    this.link.on('events', (f, bytes) => this.receive(f, bytes));
+    this.link.on('events', (f, bytes) => {
+      if (this.resyncing) return; // this connection streams the log being left
+      // After a snapshot, events wait until it has finished: they apply on top of it.
+      if (this.bootstrap) this.bootstrap.held.push({ frame: f, bytes });
+      else this.receive(f, bytes);
+    });
+    this.link.on('snapshot', (f, bytes) => {
+      if (!this.resyncing) this.onSnapshot(f, bytes);
+    });
     this.link.on('ack', (a) => this.pusher.onAck(a));
-    this.link.on('hubError', (e) => this.emit('problem', e));
+    this.link.on('hubError', (e) => {
+      this.emit('problem', e);
+      if (e.code === ErrorCode.CursorDiverged) this.resync(ResyncReason.CursorDiverged, e.message);
+      else if (e.code === ErrorCode.CursorAhead) this.resync(ResyncReason.CursorAhead, e.message);
+      else if (e.code === ErrorCode.CursorTooOld) this.resync(ResyncReason.CursorTooOld, e.message);
+    });
     this.link.on('down', () => {
+      // A snapshot cut short starts again on the next connection (the cursor did not move).
+      this.bootstrap = null;
       this.pusher.disconnected();
       this.recordStatus(ConnectionStatus.Disconnected);
       this.emitStatus();
@@ -283,7 +351,9 @@ export class Agent extends EventEmitter<AgentEvents> {
       }, 50);
       return { events: [], lastRowid: afterRowid };
     }
-    if (page.unpushable.length > 0) this.write('quarantine unpushable outbox rows', () => quarantineRows(this.db!, page.unpushable));
+    if (page.unpushable.length > 0) {
+      this.write('quarantine unpushable outbox rows', () => quarantineRows(this.db!, page.unpushable)).then(() => this.tryFinishBootstrap(), () => {});
+    }
     return page;
   }
 
@@ -293,7 +363,7 @@ export class Agent extends EventEmitter<AgentEvents> {
     if (this.inboxBytes > INBOX_MAX_BYTES) this.link.pause();
     const applied = this.write(`apply events through seq ${frame.throughSeq}`, () => {
       if (epoch !== this.applyEpoch) return null; // a frame before this one failed; the stream restarts from the cursor
-      return this.engine.applyFrame(frame.events, frame.throughSeq, frame.headSeq);
+      return this.engine.applyFrame(frame.events, frame.throughSeq, frame.headSeq, frame.throughDigest ?? null);
     });
     const settled = () => {
       this.inboxBytes -= bytes;
@@ -304,6 +374,7 @@ export class Agent extends EventEmitter<AgentEvents> {
       (result) => {
         if (!result) return;
         this.cursor = result.cursor;
+        if (result.skipped < frame.events.length) this.cursorDigest = frame.throughDigest ?? null;
         this.headSeq = frame.headSeq;
         this.emit('applied', result);
         if (result.conflicts.length) this.emit('conflict', result.conflicts);
@@ -311,11 +382,126 @@ export class Agent extends EventEmitter<AgentEvents> {
       },
       (err: unknown) => {
         if (err instanceof WriteQueueStopped || epoch !== this.applyEpoch) return;
+        if (err instanceof LogDivergedError) return this.resync(ResyncReason.AckedEventMissing, err.message);
         this.applyEpoch++;
         const message = dbErrorText(err);
         this.log[err instanceof StreamGapError ? 'warn' : 'error']({ err: message, throughSeq: frame.throughSeq }, 'applying a frame failed; reconnecting');
         this.emit('problem', { code: err instanceof StreamGapError ? err.code : 'apply_failed', message });
         this.link.reconnect(`apply failed: ${message}`);
+      },
+    );
+  }
+
+  /**
+   * A snapshot page. Pages are applied as they come (each its own transaction; the cursor stays, so a
+   * crash starts the bootstrap over). The last one is finished (local changes re-applied, cursor moved
+   * to its seq) once every outbox row that was pending when the snapshot began has its ack: only an ack
+   * says whether the hub already held that change at or below the snapshot's seq.
+   */
+  private onSnapshot(frame: SnapshotFrame, bytes: number): void {
+    const db = this.db!;
+    let b = this.bootstrap;
+    if (!b) {
+      const now = Date.now();
+      b = this.bootstrap = {
+        throughSeq: frame.throughSeq,
+        startedAt: now,
+        rows: 0,
+        pages: 0,
+        lastReportAt: now,
+        verifyThrough: this.tryRead(() => lastOutboxRowid(db), Number.MAX_SAFE_INTEGER),
+        last: null,
+        held: [],
+        finishing: false,
+        started: false,
+      };
+      this.log.info({ throughSeq: frame.throughSeq, cursor: this.cursor }, 'bootstrapping from a snapshot of the hub');
+    }
+    const current = b;
+    const first = b.pages === 0 && !b.started;
+    b.started = true;
+    const epoch = this.applyEpoch;
+    this.inboxBytes += bytes;
+    if (this.inboxBytes > INBOX_MAX_BYTES) this.link.pause();
+    const applied = this.write(`apply a snapshot page at seq ${frame.throughSeq}`, () =>
+      epoch === this.applyEpoch ? this.engine.applySnapshotRows(frame.rows, first) : null,
+    );
+    applied.then(
+      (r) => {
+        this.inboxBytes -= bytes;
+        if (this.inboxBytes <= INBOX_MAX_BYTES / 2) this.link.resume();
+        if (!r) return;
+        current.rows += r.applied;
+        current.pages++;
+        const now = Date.now();
+        if (now - current.lastReportAt >= PROGRESS_EVERY_MS) {
+          current.lastReportAt = now;
+          this.log.info({ rows: current.rows, pages: current.pages, throughSeq: current.throughSeq }, 'bootstrap: snapshot rows applied so far');
+        }
+        this.emit('bootstrap', { throughSeq: current.throughSeq, rows: current.rows, done: false });
+      },
+      () => {
+        this.inboxBytes -= bytes;
+        if (this.inboxBytes <= INBOX_MAX_BYTES / 2) this.link.resume();
+      },
+    );
+    if (frame.done) {
+      b.last = frame;
+      this.tryFinishBootstrap();
+    }
+  }
+
+  /** Finish the snapshot once its last page is in and the rows pending at its start are acked; then apply the events held. */
+  private tryFinishBootstrap(): void {
+    const b = this.bootstrap;
+    if (!b || !b.last || b.finishing || !this.db) return;
+    if (this.tryRead(() => pendingThrough(this.db!, b.verifyThrough), true)) return; // the next ack tries again
+    b.finishing = true;
+    const last = b.last;
+    const digest = last.throughDigest!;
+    this.write(`finish the snapshot at seq ${last.throughSeq}`, () => this.engine.finishSnapshot(last.throughSeq, digest, this.headSeq ?? last.throughSeq)).then(
+      (r) => {
+        this.cursor = last.throughSeq;
+        this.cursorDigest = digest;
+        this.forceBootstrap = false;
+        this.log.info(
+          { rows: b.rows, pages: b.pages, throughSeq: last.throughSeq, localChangesReapplied: r.reapplied, rowsRemoved: r.removed, ms: Date.now() - b.startedAt },
+          'bootstrap finished: streaming from the snapshot on',
+        );
+        this.emit('bootstrap', { throughSeq: last.throughSeq, rows: b.rows, done: true });
+        this.emitStatus();
+      },
+      () => {},
+    );
+    // Queued behind the finish, in order; from here on frames go straight to the write queue.
+    if (this.bootstrap === b) this.bootstrap = null;
+    for (const h of b.held) this.receive(h.frame, h.bytes);
+  }
+
+  /**
+   * The hub's log is not the one this device synced (or was compacted past its cursor): reset what can
+   * no longer be trusted (divergence.ts), then reconnect to bootstrap again and re-push. The hub's
+   * refusals that keep coming while the reset waits for the write lock are expected and ignored.
+   */
+  private resync(reason: ResyncReason, message: string): void {
+    if (this.resyncing || !this.db) return;
+    this.resyncing = true;
+    this.applyEpoch++; // frames already queued belong to the log being left
+    this.bootstrap = null;
+    const cursor = this.cursor;
+    this.log.warn({ reason, cursor, detail: message }, 'the hub no longer has the log this device synced: re-bootstrapping and re-pushing our changes it lost');
+    this.write(`reset for a re-bootstrap (${reason})`, () => resetForResync(this.db!, reason, cursor)).then(
+      (reset) => {
+        this.resyncing = false;
+        if (reason === ResyncReason.CursorTooOld) this.forceBootstrap = true;
+        else this.cursor = 0;
+        this.cursorDigest = null;
+        this.log.warn({ reason, changesToRepush: reset }, 're-bootstrap prepared');
+        this.emit('resync', { reason, reset });
+        this.link.reconnect(`re-bootstrap (${reason})`);
+      },
+      () => {
+        this.resyncing = false;
       },
     );
   }
@@ -333,6 +519,7 @@ export class Agent extends EventEmitter<AgentEvents> {
       for (const r of refused) quarantineOutbound(db, r.clientActionId, `rejected by hub: ${r.reason}`);
       markAcked(db, synced);
     }).then(() => {
+      this.tryFinishBootstrap();
       for (const r of refused) this.log.warn({ clientActionId: r.clientActionId, reason: r.reason }, 'push rejected');
       this.emit('acked', { acks: ack.acks.length, duplicates: synced.length - ack.acks.length, rejected: refused.length });
     }, () => {});

@@ -96,7 +96,8 @@ const OWN_TABLES: ReadonlyArray<{ name: string; create: string; columns: Readonl
       device_id TEXT, session_id TEXT, project TEXT, hub_url TEXT,
       last_pulled_server_seq INTEGER DEFAULT 0, last_sync_at TEXT,
       status TEXT DEFAULT 'disconnected', hub_head_seq INTEGER, updated_at TEXT,
-      adopted_rowid INTEGER DEFAULT 0
+      adopted_rowid INTEGER DEFAULT 0, cursor_digest TEXT,
+      resync_count INTEGER DEFAULT 0, last_resync_at TEXT, last_resync_reason TEXT
     )`,
     columns: [
       ['device_id', 'TEXT'],
@@ -111,6 +112,13 @@ const OWN_TABLES: ReadonlyArray<{ name: string; create: string; columns: Readonl
       // action_log rows up to this rowid that were already marked synced when the agent adopted the file
       // belong to an earlier sync system (td's HTTP sync): their server_seq is not ours (see rebase.ts).
       ['adopted_rowid', 'INTEGER DEFAULT 0'],
+      // The hub's log digest through the cursor, written with it (hello.afterDigest): a hub whose log at
+      // the cursor is another log (restored from a backup) is noticed before it streams anything.
+      ['cursor_digest', 'TEXT'],
+      // Times this device found the hub's log was not the one it synced, re-bootstrapped and re-pushed.
+      ['resync_count', 'INTEGER DEFAULT 0'],
+      ['last_resync_at', 'TEXT'],
+      ['last_resync_reason', 'TEXT'],
     ],
   },
   {
@@ -149,6 +157,13 @@ const OWN_TABLES: ReadonlyArray<{ name: string; create: string; columns: Readonl
     ],
   },
   {
+    // The entities of the snapshot being applied (filled page by page, emptied when it finishes): rows of
+    // synced tables that are not among them were deleted in the hub's log and go when it finishes.
+    name: 'sync_snapshot_ids',
+    create: `CREATE TABLE IF NOT EXISTS sync_snapshot_ids (entity_type TEXT NOT NULL, entity_id TEXT NOT NULL, PRIMARY KEY (entity_type, entity_id)) WITHOUT ROWID`,
+    columns: [],
+  },
+  {
     name: APPLYING_GUARD_TABLE,
     create: `CREATE TABLE IF NOT EXISTS ${APPLYING_GUARD_TABLE} (since TEXT)`,
     columns: [],
@@ -168,6 +183,8 @@ const INDEXES = [
   // frame's entities: one seek (entity_id = ? AND server_seq > ?) per entity, so the cost does not grow
   // with the acked-but-undelivered set (100k pushes acked while the stream still serves an old backlog).
   'CREATE INDEX IF NOT EXISTS sync_action_log_entity_seq ON action_log(entity_id, server_seq) WHERE server_seq IS NOT NULL',
+  // divergence checks: own rows acked with a seq in a frame's range, and the highest seq acked.
+  'CREATE INDEX IF NOT EXISTS sync_action_log_seq ON action_log(server_seq) WHERE server_seq IS NOT NULL',
   // quarantine lookups by outbox rowid.
   "CREATE INDEX IF NOT EXISTS sync_failed_events_outbound ON sync_failed_events(client_action_id) WHERE direction = 'outbound'",
   'CREATE INDEX IF NOT EXISTS sync_conflicts_entity ON sync_conflicts(entity_type, entity_id)',
@@ -258,6 +275,11 @@ export interface SyncState {
   updatedAt: string | null;
   /** See OWN_TABLES: synced rows up to this rowid predate the agent. */
   adoptedRowid: number;
+  /** The hub's log digest through the cursor, or null (never pulled, or an older agent's cursor). */
+  cursorDigest: string | null;
+  resyncCount: number;
+  lastResyncAt: string | null;
+  lastResyncReason: string | null;
 }
 
 type StateRow = {
@@ -271,6 +293,10 @@ type StateRow = {
   hub_head_seq: number | null;
   updated_at: string | null;
   adopted_rowid: number | null;
+  cursor_digest: string | null;
+  resync_count: number | null;
+  last_resync_at: string | null;
+  last_resync_reason: string | null;
 };
 
 /** The one sync_state row; a clear error when the DB was never prepared by the agent. */
@@ -293,6 +319,10 @@ export function getSyncState(db: Db): SyncState {
     hubHeadSeq: r.hub_head_seq,
     updatedAt: r.updated_at,
     adoptedRowid: r.adopted_rowid ?? 0,
+    cursorDigest: r.cursor_digest ?? null,
+    resyncCount: r.resync_count ?? 0,
+    lastResyncAt: r.last_resync_at ?? null,
+    lastResyncReason: r.last_resync_reason ?? null,
   };
 }
 

@@ -9,7 +9,9 @@ import { nowIso } from '../shared/time.ts';
 import { diffKeys, effectOf, RuleError, sameJson, type RowEffect } from '../shared/apply-rules.ts';
 import { dbErrorText, sqliteCode } from './db-errors.ts';
 import { APPLYING_GUARD_SQL, APPLYING_GUARD_TABLE, STATE_ROW, quoteIdent, tableColumns } from './app-db.ts';
-import type { LocalChange, Row } from './outbox.ts';
+import { checkOwnAcks } from './divergence.ts';
+import { decodeOutboxRow, OUTBOX_NOT_QUARANTINED, OUTBOX_ROW_COLUMNS, type LocalChange, type OutboxRow, type Row } from './outbox.ts';
+import type { SnapshotRow } from '../shared/protocol.ts';
 import { changedColumns, columnsWritten, entityKey, isConflict, loadUndelivered, type Undelivered } from './rebase.ts';
 
 export { APPLYING_GUARD_SQL, APPLYING_GUARD_TABLE };
@@ -174,12 +176,33 @@ export class RowApplier {
     this.applyEffect(t, c.entityId, effect);
   }
 
-  /** A snapshot row: the hub's current row of an entity, written as a create (upsert of its fields). */
-  applyRow(table: string, entityId: string, data: Row): void {
+  /**
+   * A snapshot row: the hub's current row of an entity replaces the local one, as a replay would leave
+   * it: a column the hub's row does not name has its default, not a stale local value.
+   */
+  replaceRow(table: string, entityId: string, data: Row): void {
     if (entityId === '') throw new ApplyError('empty entity id');
+    const t = this.info(table);
     const fields: Row = {};
     for (const k of Object.keys(data)) if (k !== 'id') fields[k] = data[k];
-    this.applyEffect(this.info(table), entityId, { op: 'upsert', fields });
+    t.delete.run(entityId);
+    this.applyEffect(t, entityId, { op: 'upsert', fields });
+  }
+
+  /**
+   * Delete the rows of every synced table that the finished snapshot did not hold (sync_snapshot_ids),
+   * except rows whose history predates the agent (outbox rows up to adoptedRowid): those were never in
+   * any synchub log. Returns the rows deleted.
+   */
+  sweepUnseen(adoptedRowid: number): number {
+    let n = 0;
+    for (const t of this.tables.values()) {
+      const keepAdopted = adoptedRowid > 0 ? ` AND "id" NOT IN (SELECT entity_id FROM action_log WHERE rowid <= ${Math.floor(adoptedRowid)} AND entity_id IS NOT NULL)` : '';
+      n += this.db
+        .prepare(`DELETE FROM ${t.quoted} WHERE "id" NOT IN (SELECT entity_id FROM sync_snapshot_ids WHERE entity_type = ?)${keepAdopted}`)
+        .run(t.name).changes;
+    }
+    return n;
   }
 
   private applyEffect(t: TableInfo, entityId: string, effect: RowEffect): void {
@@ -326,7 +349,7 @@ export class ApplyEngine {
   private readonly tableSet: ReadonlySet<string>;
   private schemaVersion: number;
   private readonly s;
-  private readonly frame: (events: SyncEvent[], throughSeq: number, headSeq: number) => FrameResult;
+  private readonly frame: (events: SyncEvent[], throughSeq: number, headSeq: number, digest: string | null) => FrameResult;
 
   constructor(
     private readonly db: Db,
@@ -338,10 +361,12 @@ export class ApplyEngine {
     this.s = {
       state: db.prepare(`SELECT last_pulled_server_seq AS cursor, adopted_rowid AS adopted FROM sync_state WHERE ${STATE_ROW}`),
       setCursor: db.prepare(
-        `UPDATE sync_state SET last_pulled_server_seq = ?, hub_head_seq = ?, last_sync_at = ?, updated_at = ? WHERE ${STATE_ROW}`,
+        `UPDATE sync_state SET last_pulled_server_seq = ?, cursor_digest = ?, hub_head_seq = ?, last_sync_at = ?, updated_at = ? WHERE ${STATE_ROW}`,
       ),
       guardOn: db.prepare(`INSERT INTO ${APPLYING_GUARD_TABLE} (since) VALUES (?)`),
       guardOff: db.prepare(`DELETE FROM ${APPLYING_GUARD_TABLE}`),
+      seen: db.prepare('INSERT OR IGNORE INTO sync_snapshot_ids (entity_type, entity_id) VALUES (?, ?)'),
+      clearSeen: db.prepare('DELETE FROM sync_snapshot_ids'),
       markOwn: db.prepare(
         // Skips rows already marked (the ack came first): an UPDATE that changes nothing still rewrites
         // the row and its partial-index entries.
@@ -363,8 +388,8 @@ export class ApplyEngine {
       releaseLocal: db.prepare('RELEASE sync_local'),
       rollbackLocal: db.prepare('ROLLBACK TO sync_local'),
     };
-    const tx = db.transaction((events: SyncEvent[], throughSeq: number, headSeq: number) => this.run(events, throughSeq, headSeq));
-    this.frame = (events, throughSeq, headSeq) => tx.immediate(events, throughSeq, headSeq);
+    const tx = db.transaction((events: SyncEvent[], throughSeq: number, headSeq: number, digest: string | null) => this.run(events, throughSeq, headSeq, digest));
+    this.frame = (events, throughSeq, headSeq, digest) => tx.immediate(events, throughSeq, headSeq, digest);
   }
 
   private readSchemaVersion(): number {
@@ -376,17 +401,105 @@ export class ApplyEngine {
    * skipped (re-delivery). Throws, with nothing applied: a transient DB error (isTransientDbError:
    * retry the same frame later), StreamGapError (reconnect from the cursor), or another DB failure.
    */
-  applyFrame(events: SyncEvent[], throughSeq: number, headSeq: number): FrameResult {
-    return this.frame(events, throughSeq, headSeq);
+  applyFrame(events: SyncEvent[], throughSeq: number, headSeq: number, throughDigest: string | null = null): FrameResult {
+    return this.frame(events, throughSeq, headSeq, throughDigest);
   }
 
-  private run(events: SyncEvent[], throughSeq: number, headSeq: number): FrameResult {
-    // An app migration between frames: re-read table_info once per frame, not per event.
+  private reloadIfMigrated(): void {
     const version = this.readSchemaVersion();
     if (version !== this.schemaVersion) {
       this.rows.reload();
       this.schemaVersion = version;
     }
+  }
+
+  /**
+   * One snapshot page, in its own transaction: each row written as a create (an upsert of its fields)
+   * over whatever the table holds. The cursor does not move: a crash before finishSnapshot leaves the
+   * device bootstrapping again from the start, and writing a row twice is harmless. Local changes are
+   * re-applied on top once, by finishSnapshot. Rows of tables this device does not sync, or that
+   * cannot apply (as their events would not), are skipped and counted.
+   */
+  applySnapshotRows(rows: SnapshotRow[], first: boolean): { applied: number; skipped: number } {
+    return this.db.transaction(() => {
+      this.reloadIfMigrated();
+      this.s.guardOn.run(nowIso());
+      // A new snapshot (also one started over after a crash or a dropped link) starts a new set.
+      if (first) this.s.clearSeen.run();
+      let applied = 0;
+      let skipped = 0;
+      for (const r of rows) {
+        const table = entityTable(r.entityType);
+        if (!this.tableSet.has(table)) {
+          skipped++;
+          continue;
+        }
+        this.s.savepoint.run();
+        try {
+          this.rows.replaceRow(table, r.entityId, r.data);
+          this.s.seen.run(table, r.entityId);
+          this.s.release.run();
+          applied++;
+        } catch (err) {
+          this.s.rollback.run();
+          this.s.release.run();
+          if (isFrameLevelError(err)) throw err;
+          skipped++;
+        }
+      }
+      this.s.guardOff.run();
+      return { applied, skipped };
+    }).immediate();
+  }
+
+  /**
+   * End of a snapshot at seq S: re-apply, in rowid order, every local change the snapshot cannot hold
+   * (not acked, or acked with a seq above S), then move the cursor to S with its digest. Re-applying a
+   * change to a row that already shows it changes nothing, so rows the snapshot did not touch are safe.
+   * The caller makes sure every row pending when the snapshot began has its ack first: a change the
+   * hub already held at or below S is in the snapshot, and re-applying it would undo later events.
+   */
+  finishSnapshot(throughSeq: number, throughDigest: string, headSeq: number): { reapplied: number; removed: number } {
+    return this.db.transaction(() => {
+      this.reloadIfMigrated();
+      const state = this.s.state.get() as { cursor: number | null; adopted: number | null } | undefined;
+      if (!state) throw new SyncError('not_initialized', 'sync_state has no row: call ensureSyncSchema first');
+      const now = nowIso();
+      this.s.guardOn.run(now);
+      const removed = this.rows.sweepUnseen(state.adopted ?? 0);
+      this.s.clearSeen.run();
+      let reapplied = 0;
+      const rows = this.db
+        .prepare(
+          `SELECT ${OUTBOX_ROW_COLUMNS} FROM action_log a
+           WHERE IFNULL(a.undone, 0) = 0
+             AND ((a.synced_at IS NULL AND ${OUTBOX_NOT_QUARANTINED}) OR (a.synced_at IS NOT NULL AND a.server_seq > ? AND a.rowid > ?))
+           ORDER BY a.rowid`,
+        )
+        .all(throughSeq, state.adopted ?? 0) as OutboxRow[];
+      for (const row of rows) {
+        const d = decodeOutboxRow(row, this.tableSet);
+        if (!d.ok) continue;
+        this.s.savepointLocal.run();
+        try {
+          this.rows.apply(d.change);
+          this.s.releaseLocal.run();
+          reapplied++;
+        } catch (err) {
+          this.s.rollbackLocal.run();
+          this.s.releaseLocal.run();
+          if (isFrameLevelError(err)) throw err;
+        }
+      }
+      this.s.setCursor.run(throughSeq, throughDigest, headSeq, now, now);
+      this.s.guardOff.run();
+      return { reapplied, removed };
+    }).immediate();
+  }
+
+  private run(events: SyncEvent[], throughSeq: number, headSeq: number, digest: string | null): FrameResult {
+    // An app migration between frames: re-read table_info once per frame, not per event.
+    this.reloadIfMigrated();
     const state = this.s.state.get() as { cursor: number | null; adopted: number | null } | undefined;
     if (!state) throw new SyncError('not_initialized', 'sync_state has no row: call ensureSyncSchema first');
     const cursor = state.cursor ?? 0;
@@ -412,6 +525,8 @@ export class ApplyEngine {
     const last = expected - 1;
     if (throughSeq !== last) throw new StreamGapError(`frame throughSeq ${throughSeq} does not match its last event ${last}`);
     result.skipped = first;
+    // Before anything is written: the events at seqs the hub acked for our changes must be ours.
+    checkOwnAcks(this.db, this.opts.deviceId, state.adopted ?? 0, events, first);
 
     const now = nowIso();
     this.s.guardOn.run(now);
@@ -460,7 +575,7 @@ export class ApplyEngine {
       this.applyRebased(ev, change, local, own, result, now);
     }
 
-    this.s.setCursor.run(throughSeq, headSeq, now, now);
+    this.s.setCursor.run(throughSeq, digest, headSeq, now, now);
     this.s.guardOff.run();
     result.cursor = throughSeq;
     return result;

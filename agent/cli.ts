@@ -11,7 +11,7 @@ import { readStatus, listConflicts } from './status.ts';
 import { installTriggers } from './triggers.ts';
 
 export const AGENT_USAGE = `  synchub agent init   --db <app.db> --tables <t1,t2,...>
-  synchub agent run    --db <app.db> --hub <ws-url> --project <project> [--tables t1,t2] [--token-file FILE]
+  synchub agent run    --db <app.db> --hub <ws-url> --project <project> [--tables t1,t2] [--token-file FILE] [--no-snapshot]
                        (token from --token-file or the SYNCHUB_TOKEN environment variable)
   synchub agent status --db <app.db> [--json]
   synchub agent conflicts --db <app.db> [--json]`;
@@ -79,20 +79,21 @@ function readTuning(): z.infer<typeof TuningSchema> {
 async function run(argv: string[]): Promise<number> {
   const f = parseCommand(
     argv,
-    { db: { type: 'string' }, hub: { type: 'string' }, project: { type: 'string' }, tables: { type: 'string' }, 'token-file': { type: 'string' } },
+    { db: { type: 'string' }, hub: { type: 'string' }, project: { type: 'string' }, tables: { type: 'string' }, 'token-file': { type: 'string' }, 'no-snapshot': { type: 'boolean' } },
     z.object({
       db: z.string().min(1),
       hub: z.string().regex(/^wss?:\/\/\S+$/, 'expected a ws:// or wss:// URL'),
       project: z.string().regex(PROJECT_NAME_RE, 'invalid project name'),
       tables: tablesFlag.optional(),
       'token-file': z.string().optional(),
+      'no-snapshot': z.boolean().optional(),
       positionals: z.tuple([]),
     }),
   );
   const token = readToken(f['token-file']);
   const tuning = readTuning();
   const log = createLogger('synchub-agent');
-  const agent = new Agent({ db: f.db, hub: f.hub, project: f.project, token, tables: f.tables, ...tuning }, log);
+  const agent = new Agent({ db: f.db, hub: f.hub, project: f.project, token, tables: f.tables, snapshot: !f['no-snapshot'], ...tuning }, log);
   agent.on('problem', (p) => log.warn(p, 'sync problem'));
   // Runs until a signal, or until something only a person can fix (the database file gone or damaged).
   const ended = new Promise<number>((resolve) => {
@@ -155,10 +156,11 @@ async function status(argv: string[]): Promise<void> {
     const s = readStatus(db);
     if (f.json) process.stdout.write(`${JSON.stringify(s)}\n`);
     else {
-      const { waitingForLock, ...rest } = s;
+      const { waitingForLock, lastResync, ...rest } = s;
       for (const [k, v] of Object.entries(rest)) process.stdout.write(`${k.padEnd(15)} ${v ?? '-'}\n`);
       const wait = waitingForLock ? `for ${Math.round(waitingForLock.sinceMs / 1000)} s (another connection, the app, holds the database's write lock; sync is paused)` : '-';
       process.stdout.write(`${'waitingForLock'.padEnd(15)} ${wait}\n`);
+      process.stdout.write(`${'lastResync'.padEnd(15)} ${lastResync ? `${lastResync.at} (${lastResync.reason})` : '-'}\n`);
     }
   } finally {
     db.close();

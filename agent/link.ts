@@ -4,7 +4,7 @@ import { EventEmitter } from 'node:events';
 import WebSocket from 'ws';
 import { PROTOCOL_VERSION, PING_INTERVAL_MS } from '../shared/limits.ts';
 import { silentLogger, type Logger } from '../shared/log.ts';
-import { parseFrame, ServerFrame, type AckFrame, type EventsFrame, type PushFrame, type WelcomeFrame } from '../shared/protocol.ts';
+import { parseFrame, ServerFrame, type AckFrame, type EventsFrame, type PushFrame, type SnapshotFrame, type WelcomeFrame } from '../shared/protocol.ts';
 import { Backoff } from './backoff.ts';
 
 export const LinkState = {
@@ -24,6 +24,8 @@ export interface LinkOptions {
   deviceId: string;
   /** Read at each connect: the hello's afterSeq. */
   afterSeq: () => number;
+  /** Read at each connect, when given: the hello's afterDigest and bootstrap (see docs/protocol.md). */
+  resume?: () => { afterDigest?: string; bootstrap?: boolean };
   log?: Logger;
   backoffBaseMs?: number;
   backoffCapMs?: number;
@@ -38,6 +40,8 @@ export interface LinkEvents {
   welcome: [WelcomeFrame];
   /** An events frame and the size of its text (for the receiver's memory bound). */
   events: [EventsFrame, number];
+  /** A snapshot page and the size of its text. */
+  snapshot: [SnapshotFrame, number];
   ack: [AckFrame];
   /** The hub sent an error frame (a close follows). */
   hubError: [{ code: string; message: string }];
@@ -57,7 +61,8 @@ export class Link extends EventEmitter<LinkEvents> {
   /** We stopped reading (the app DB is locked): silence from the hub is ours, not a dead link. */
   private paused = false;
   private readonly log: Logger;
-  private readonly o: Required<Omit<LinkOptions, 'log'>>;
+  private readonly o: Required<Omit<LinkOptions, 'log' | 'resume'>>;
+  private readonly resumeFields: LinkOptions['resume'];
 
   constructor(opts: LinkOptions) {
     super();
@@ -73,7 +78,8 @@ export class Link extends EventEmitter<LinkEvents> {
       deadAfterMs: pingIntervalMs * 2 + 1000,
       ...given,
       pingIntervalMs,
-    } as Required<Omit<LinkOptions, 'log'>>;
+    } as Required<Omit<LinkOptions, 'log' | 'resume'>>;
+    this.resumeFields = opts.resume;
     this.backoff = new Backoff({ baseMs: this.o.backoffBaseMs, capMs: this.o.backoffCapMs });
   }
 
@@ -152,7 +158,7 @@ export class Link extends EventEmitter<LinkEvents> {
     ws.on('open', () => {
       this.touch();
       socket?.on('data', () => this.touch());
-      ws.send(JSON.stringify({ type: 'hello', protocol: PROTOCOL_VERSION, deviceId: this.o.deviceId, afterSeq: this.o.afterSeq() }));
+      ws.send(JSON.stringify({ type: 'hello', protocol: PROTOCOL_VERSION, deviceId: this.o.deviceId, afterSeq: this.o.afterSeq(), ...this.resumeFields?.() }));
       if (this.paused) ws.pause(); // paused while connecting (ws ignores pause() before open)
       this.liveTimer = setInterval(() => this.checkLive(), Math.max(50, Math.floor(this.o.pingIntervalMs / 2)));
     });
@@ -179,6 +185,9 @@ export class Link extends EventEmitter<LinkEvents> {
         break;
       case 'events':
         this.emit('events', frame, text.length);
+        break;
+      case 'snapshot':
+        this.emit('snapshot', frame, text.length);
         break;
       case 'ack':
         this.emit('ack', frame);

@@ -241,6 +241,19 @@ export function markAcked(db: Db, acks: ReadonlyArray<{ clientActionId: number; 
 }
 
 /** Rows waiting to be pushed (quarantined and undone rows excluded). */
+/** Whether any row up to `rowid` is still pending (a snapshot waits for their acks, see Agent). */
+export function pendingThrough(db: Db, rowid: number): boolean {
+  return (
+    cached(db, `SELECT 1 FROM action_log a WHERE a.synced_at IS NULL AND a.rowid <= ? AND IFNULL(a.undone, 0) = 0 AND ${NOT_QUARANTINED} LIMIT 1`).get(rowid) !==
+    undefined
+  );
+}
+
+/** The highest action_log rowid (0 for none). */
+export function lastOutboxRowid(db: Db): number {
+  return (cached(db, 'SELECT IFNULL(MAX(rowid), 0) AS m FROM action_log').get() as { m: number }).m;
+}
+
 export function countPending(db: Db): number {
   const r = cached(db, `SELECT COUNT(*) AS n FROM action_log a WHERE a.synced_at IS NULL AND IFNULL(a.undone, 0) = 0 AND ${NOT_QUARANTINED}`).get() as { n: number };
   return r.n;

@@ -41,6 +41,14 @@ export interface AgentDbStatus {
    * holds; null when it is not waiting (or only briefly) or no agent runs.
    */
   waitingForLock: { since: string; sinceMs: number } | null;
+  /**
+   * Times this device found that the hub's log was not the one it had synced (a hub restored from an
+   * older backup) or was compacted past its cursor, and started over from a snapshot, re-pushing its
+   * own changes the hub no longer held.
+   */
+  resyncs: number;
+  /** The last of those, or null. */
+  lastResync: { at: string; reason: string } | null;
 }
 
 /**
@@ -81,6 +89,8 @@ export function readStatus(db: Db, now = Date.now()): AgentDbStatus {
     failedOutbound: counts.outbound,
     lastSyncAt: s.lastSyncAt,
     waitingForLock: lockSince === null ? null : { since: lockSince, sinceMs: Math.max(0, now - Date.parse(lockSince)) },
+    resyncs: s.resyncCount,
+    lastResync: s.lastResyncAt === null ? null : { at: s.lastResyncAt, reason: s.lastResyncReason ?? 'unknown' },
   };
 }
 

@@ -103,9 +103,12 @@ export function effectOf(c: RuleChange): RowEffect {
 
 /**
  * Apply an effect to a row held as a JSON object (the hub's state), returning the new row or
- * undefined when there is none. The hub does not know the app's schema, so rules that depend on it
- * act on the row's keys: restore stamps updated_at only when the row has that key; soft_delete and
- * restore set deleted_at whatever the table (a device whose table lacks the column drops it).
+ * undefined when there is none. The hub does not know the app's schema, so the rules that depend on
+ * it write their keys whatever the table: soft_delete and restore set deleted_at, restore also stamps
+ * updated_at (as the agent does where the table has that column). A device whose table lacks a column
+ * drops the key when it applies the row, as it drops any unknown column. Stamping updated_at only when
+ * the row's JSON already had the key would miss rows created without it (an app that leaves the column
+ * to its default), which a device restoring them does stamp.
  */
 export function applyEffect(row: Row | undefined, effect: RowEffect): Row | undefined {
   switch (effect.op) {
@@ -118,6 +121,6 @@ export function applyEffect(row: Row | undefined, effect: RowEffect): Row | unde
     case 'soft_delete':
       return row && { ...row, deleted_at: effect.at };
     case 'restore':
-      return row && { ...row, deleted_at: null, ...(Object.hasOwn(row, 'updated_at') ? { updated_at: effect.at } : {}) };
+      return row && { ...row, deleted_at: null, updated_at: effect.at };
   }
 }
