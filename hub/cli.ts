@@ -24,12 +24,14 @@ function openStore(flags: { db?: string; postgres?: string }, create = false): E
 }
 
 const USAGE = `usage:
-  synchub hub serve [--port 8787] [--host 127.0.0.1] [--db ./data/hub.db]
+  synchub hub serve [--port 8787] [--host 127.0.0.1] [--db ./data/hub.db] [--retain-events N]
   synchub hub project create <project> [--db ...]
   synchub hub project list [--db ...]
   synchub hub token create --project <project> [--role read|write|admin] [--db ...]
   synchub hub token list --project <project> [--db ...]
-  synchub hub token revoke <token-id> [--db ...]`;
+  synchub hub token revoke <token-id> [--db ...]
+  synchub hub compact --project <project> --keep-events N [--db ...]
+  synchub hub backup --to FILE [--db ...]`;
 
 export async function hubCli(argv: string[]): Promise<number | void> {
   const [cmd, sub, ...rest] = argv;
@@ -39,6 +41,8 @@ export async function hubCli(argv: string[]): Promise<number | void> {
   if (cmd === 'token' && sub === 'create') return tokenCreate(rest);
   if (cmd === 'token' && sub === 'list') return tokenList(rest);
   if (cmd === 'token' && sub === 'revoke') return tokenRevoke(rest);
+  if (cmd === 'compact') return compact([sub, ...rest].filter((a): a is string => a !== undefined));
+  if (cmd === 'backup') return backup([sub, ...rest].filter((a): a is string => a !== undefined));
   throw new UsageError(`unknown command: hub ${argv.join(' ')}\n${USAGE}`.split('\n')[0] + ` (see: synchub help)`);
 }
 
@@ -47,12 +51,18 @@ export { USAGE as HUB_USAGE };
 async function serve(argv: string[]): Promise<void> {
   const flags = parseCommand(
     argv,
-    { port: { type: 'string' }, host: { type: 'string' }, ...storeFlags },
-    z.object({ port: portFlag.default(8787), host: z.string().min(1).default('127.0.0.1'), ...storeSchema, positionals: z.array(z.string()).max(0) }),
+    { port: { type: 'string' }, host: { type: 'string' }, 'retain-events': { type: 'string' }, ...storeFlags },
+    z.object({
+      port: portFlag.default(8787),
+      host: z.string().min(1).default('127.0.0.1'),
+      'retain-events': countFlag.optional(),
+      ...storeSchema,
+      positionals: z.array(z.string()).max(0),
+    }),
   );
   const log = createLogger('synchub-hub');
   const store = openStore(flags, true);
-  const hub = new Hub(store, { port: flags.port, host: flags.host }, log);
+  const hub = new Hub(store, { port: flags.port, host: flags.host, retainEvents: flags['retain-events'] }, log);
   const port = await hub.listen();
   const db = flags.db ?? DEFAULT_DB;
   process.stdout.write(
@@ -75,6 +85,13 @@ async function serve(argv: string[]): Promise<void> {
     process.once('SIGINT', () => stop('SIGINT'));
   });
 }
+
+/** A count given on the command line as text: a whole number >= 0. */
+const countFlag = z
+  .string()
+  .regex(/^\d+$/, 'must be a whole number >= 0')
+  .transform(Number)
+  .pipe(z.number().int().nonnegative().safe());
 
 const projectArg = z.string().superRefine((name, ctx) => {
   try {
@@ -139,4 +156,23 @@ async function tokenRevoke(argv: string[]): Promise<number | void> {
     return 1;
   }
   process.stdout.write(`revoked token ${id}\n`);
+}
+
+async function compact(argv: string[]): Promise<void> {
+  const f = parseCommand(
+    argv,
+    { project: { type: 'string' }, 'keep-events': { type: 'string' }, ...storeFlags },
+    z.object({ project: projectArg, 'keep-events': countFlag, ...storeSchema, positionals: z.tuple([]) }),
+  );
+  const r = await withStore(f, async (s) => {
+    if (!(await s.projectExists(f.project))) throw new SyncError('unknown_project', `project ${f.project} does not exist`);
+    return s.compact(f.project, f['keep-events']);
+  });
+  process.stdout.write(`compacted ${f.project}: dropped ${r.dropped} events, the log now starts after seq ${r.baseSeq}\n`);
+}
+
+async function backup(argv: string[]): Promise<void> {
+  const f = parseCommand(argv, { to: { type: 'string' }, ...storeFlags }, z.object({ to: z.string().min(1), ...storeSchema, positionals: z.tuple([]) }));
+  await withStore(f, (s) => s.backup(f.to));
+  process.stdout.write(`backed up to ${f.to}\n`);
 }

@@ -28,6 +28,12 @@ export const HubOptionsSchema = z.object({
   pingIntervalMs: z.number().int().positive().default(PING_INTERVAL_MS),
   /** Recent events kept in memory per project, so readers near the head never touch the store. */
   tailEvents: z.number().int().positive().default(10_000),
+  /**
+   * Keep only the newest N events of each project's log (--retain-events); older ones are compacted
+   * away every retainEveryMs, keeping the state (snapshots) and the dedup keys. Unset: keep everything.
+   */
+  retainEvents: z.number().int().nonnegative().optional(),
+  retainEveryMs: z.number().int().positive().default(60_000),
   /** Upper bound of events in one group commit, so one transaction never holds the writer long. */
   commitMaxEvents: z.number().int().positive().default(20_000),
 });

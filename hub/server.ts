@@ -11,6 +11,7 @@ import { Connection } from './connection.ts';
 import { ProjectChannel } from './fanout.ts';
 import { createMetrics, type HubMetrics } from './metrics.ts';
 import type { EventStore } from './store/event-store.ts';
+import { Retention } from './retention.ts';
 import { authenticate } from './tokens.ts';
 
 const SYNC_PATH_RE = /^\/v1\/projects\/([^/]+)\/sync$/;
@@ -26,6 +27,7 @@ export class Hub {
   private readonly connections = new Set<Connection>();
   private pingTimer: NodeJS.Timeout | null = null;
   private stallTimer: NodeJS.Timeout | null = null;
+  private retention: Retention | null = null;
   private stopping = false;
 
   constructor(
@@ -68,6 +70,11 @@ export class Hub {
       Math.max(10, Math.floor(this.options.stallTimeoutMs / 4)),
     );
     this.stallTimer.unref();
+    if (this.options.retainEvents !== undefined) {
+      this.retention = new Retention(this.store, this.options.retainEvents, this.options.retainEveryMs, this.log);
+      this.retention.start();
+      void this.retention.runOnce();
+    }
     const port = (this.http.address() as AddressInfo).port;
     this.log.info({ host: this.options.host, port }, 'hub listening');
     return port;
@@ -156,6 +163,7 @@ export class Hub {
     this.log.info({ connections: this.connections.size }, 'hub shutting down');
     if (this.pingTimer) clearInterval(this.pingTimer);
     if (this.stallTimer) clearInterval(this.stallTimer);
+    this.retention?.stop();
     const httpClosed = new Promise<void>((resolve) => this.http.close(() => resolve()));
     await this.committer.drain();
     // Acks are queued on the sockets; close() sends them before the close frame.
