@@ -1,5 +1,5 @@
 // The short chaos run inside `npm test`: 5 real agents and a real hub behind fault proxies, kill -9
-// of hub and agents, cut/stalled/reset links, a long offline stretch, a slow device, clock skew, apps
+// of hub and agents, the hub restored from an older backup, cut/stalled/reset links, a long offline stretch, a slow device, clock skew, apps
 // holding their database's write lock past 5 s (and a long read transaction), and a device coming
 // back to a backlog behind a 3 KB/s link, then the checks (see harness.ts). Seeded (CHAOS_SEED
 // overrides) and bounded: well under two minutes of wall time, and every process it started is
@@ -21,16 +21,17 @@ describe('chaos', () => {
     // The run did what it claims: changes flowed and every kind of fault happened.
     expect(summary.hubEvents).toBeGreaterThan(500);
     expect(summary.eventsWritten + summary.stats.loadedEvents).toBe(summary.hubEvents);
-    for (const kind of ['hub_kill', 'agent_kill', 'link_cut', 'link_stall', 'link_reset', 'offline', 'slow', 'clock_skew', 'app_lock', 'app_read_hold', 'slow_backlog']) {
+    for (const kind of ['hub_kill', 'hub_restore', 'agent_kill', 'link_cut', 'link_stall', 'link_reset', 'offline', 'slow', 'clock_skew', 'app_lock', 'app_read_hold', 'slow_backlog']) {
       expect(summary.faults[kind] ?? 0, kind).toBeGreaterThan(0);
     }
     // An app really held its write lock past the 5 s busy timeout, and committed what it wrote inside.
     expect(summary.stats.appHolds.some((h) => h.kind === 'app_lock' && h.heldMs > 5_000 && h.committed && h.changes > 0)).toBe(true);
-    // The backlog was loaded and the slow device worked through part of it on its trickle.
+    // The backlog was loaded and the slow device worked through part of it on its trickle: its cursor
+    // moved, or (a device still bootstrapping, whose cursor moves only at the end) snapshot pages applied.
     expect(summary.stats.backlog.length).toBeGreaterThan(0);
     for (const b of summary.stats.backlog) {
       expect(b.events).toBe(shortConfig(seed).backlogEvents);
-      expect(b.cursorAfter).toBeGreaterThan(b.cursorBefore);
+      expect(b.advances).toBeGreaterThan(0);
     }
   }, 115_000);
 });

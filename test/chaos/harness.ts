@@ -15,6 +15,10 @@
 //                mark pushes synced meanwhile, and must wait it out without exiting
 //   app_read_hold  one device's app keeps a read transaction open ~10 s while it and the agent write
 //                (the WAL cannot be checkpointed past it)
+//   hub_restore  the hub is backed up (`hub backup`, online), runs on for a few seconds while everyone
+//                keeps syncing, then is stopped (kill -9), its file replaced by the backup with a plain
+//                copy, and restarted: every device must notice, bootstrap again and re-push what the
+//                hub lost (never during a slow_backlog: the loader is not a device and re-pushes nothing)
 //   slow_backlog one device goes offline, a bulk loader pushes a backlog (20,000 events in the soak)
 //                straight to the hub, then the device comes back behind a 3 KB/s link for minutes:
 //                its cursor must keep moving (not be dropped as a slow consumer over and over)
@@ -28,7 +32,8 @@
 //   (5) during the run: a black-holed link was given up (and a new one tried) within the agent's
 //       dead-link bound plus backoff;
 //   (6) during a slow_backlog stretch: the slow device's cursor never stood still longer than
-//       `slowProgressMs` (counted from its first connection after the link came back; the plan
+//       `slowProgressMs` (while it bootstraps from a snapshot, the snapshot rows it applies count as
+//       moves: its cursor moves only when the snapshot is complete) (counted from its first connection after the link came back; the plan
 //       puts no hub kill, agent kill or app fault on it meanwhile, so the slow link is the only cause);
 // plus: no process died that the harness did not kill: an agent that exits on its own (any code,
 // 0 and 1 included, or a signal) is a violation with the last lines of its stderr, counted in
@@ -37,7 +42,7 @@
 // and every wait is bounded. The loader's events (slow_backlog) are checked like a device's: each
 // acked one is in the log exactly once at its acked seq, and the devices apply them like any other.
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { copyFileSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -59,6 +64,7 @@ const PROJECT = 'chaos';
 
 export type FaultKind =
   | 'hub_kill'
+  | 'hub_restore'
   | 'agent_kill'
   | 'link_cut'
   | 'link_stall'
@@ -85,6 +91,8 @@ export interface ChaosConfig {
   meanFaultGapMs: number;
   /** Ranges [min, max] in ms. */
   hubDownMs: [number, number];
+  /** hub_restore: how long the hub runs on (and devices sync) between the backup and the restore. */
+  restoreGapMs: [number, number];
   agentDownMs: [number, number];
   cutMs: [number, number];
   stallMs: [number, number];
@@ -168,6 +176,7 @@ export function shortConfig(seed: number): ChaosConfig {
     writeRate: 15,
     meanFaultGapMs: 2_500,
     hubDownMs: [100, 1_500],
+    restoreGapMs: [2_000, 5_000],
     agentDownMs: [0, 2_000],
     cutMs: [300, 4_000],
     // The longest (guaranteed) stall outlasts the dead-link bound: 3 s + 1 s backoff cap + 2 s.
@@ -188,7 +197,7 @@ export function shortConfig(seed: number): ChaosConfig {
     backlogSlowMs: [22_000, 22_000],
     backlogLoadMs: 6_000,
     slowProgressMs: 20_000,
-    guaranteed: { hub_kill: 2, agent_kill: 3, offline: 1, slow: 1, link_stall: 1, link_cut: 1, link_reset: 1, app_lock: 2, app_read_hold: 1, slow_backlog: 1 },
+    guaranteed: { hub_kill: 2, hub_restore: 1, agent_kill: 3, offline: 1, slow: 1, link_stall: 1, link_cut: 1, link_reset: 1, app_lock: 2, app_read_hold: 1, slow_backlog: 1 },
     agentTuning: { pingIntervalMs: 1_000, backoffBaseMs: 50, backoffCapMs: 1_000 },
     afterHealWriteMs: 2_000,
     quiesceTimeoutMs: 30_000,
@@ -206,6 +215,7 @@ export function soakConfig(seed: number, minutes: number, devices: number): Chao
     writeRate: 8,
     meanFaultGapMs: 6_000,
     hubDownMs: [100, 5_000],
+    restoreGapMs: [5_000, 60_000],
     agentDownMs: [0, 10_000],
     cutMs: [500, 20_000],
     // Up to past the production dead-link bound (31 s) plus a full backoff (30 s).
@@ -223,6 +233,7 @@ export function soakConfig(seed: number, minutes: number, devices: number): Chao
     slowProgressMs: 20_000,
     guaranteed: {
       hub_kill: 3 * perTen,
+      hub_restore: perTen,
       agent_kill: 5 * perTen,
       offline: perTen,
       slow: perTen,
@@ -321,12 +332,18 @@ export function planFaults(cfg: ChaosConfig, rnd: () => number): PlannedFault[] 
   const appBusy = perDevice();
   const agentBusy = perDevice();
   const hubBusy: Spans = [];
+  /** Hub kills and restores only: a restore may fall in a slow_backlog's slow stretch, never on its load. */
+  const hubEvents: Spans = [];
+  /** A backlog load, with slack (loads run late on a loaded machine): a restore must not lose acked loader events. */
+  const loadBusy: Spans = [];
   const end = cfg.faultMs;
   const overlaps = (spans: Spans, a: number, b: number) => spans.some(([x, y]) => a < y + 500 && x < b + 500);
   const durationOf = (kind: PlannedFault['kind'], longest: boolean): number => {
     switch (kind) {
       case 'hub_kill':
         return between(cfg.hubDownMs);
+      case 'hub_restore':
+        return between(cfg.restoreGapMs);
       case 'agent_kill':
         return between(cfg.agentDownMs);
       case 'link_cut':
@@ -367,6 +384,14 @@ export function planFaults(cfg: ChaosConfig, rnd: () => number): PlannedFault[] 
     if (kind === 'hub_kill') {
       if (overlaps(hubBusy, at, at + durationMs)) return false;
       hubBusy.push([at, at + durationMs + 2_000]);
+      hubEvents.push([at, at + durationMs + 2_000]);
+      plan.push({ at, kind, device, durationMs });
+      return true;
+    }
+    if (kind === 'hub_restore') {
+      if (overlaps(hubEvents, at, at + durationMs) || overlaps(loadBusy, at, at + durationMs)) return false;
+      hubBusy.push([at, at + durationMs + 2_000]);
+      hubEvents.push([at, at + durationMs + 2_000]);
       plan.push({ at, kind, device, durationMs });
       return true;
     }
@@ -395,6 +420,7 @@ export function planFaults(cfg: ChaosConfig, rnd: () => number): PlannedFault[] 
       if (d === null) return false;
       for (const spans of [linkBusy, appBusy, agentBusy]) spans[d]!.push([at, b]);
       hubBusy.push([at, b]);
+      loadBusy.push([at, at + 3 * cfg.backlogLoadMs]);
       plan.push({ at, kind, device: d, durationMs, backlog: { events: cfg.backlogEvents, rate: cfg.backlogRate, loadMs: cfg.backlogLoadMs, slowMs } });
       return true;
     }
@@ -406,9 +432,10 @@ export function planFaults(cfg: ChaosConfig, rnd: () => number): PlannedFault[] 
     return true;
   };
   // Long faults first, early enough to run their course inside the phase.
-  const order: Array<PlannedFault['kind']> = ['slow_backlog', 'offline', 'slow', 'app_lock', 'app_read_hold', 'hub_kill', 'link_stall', 'link_cut', 'agent_kill', 'link_reset'];
+  const order: Array<PlannedFault['kind']> = ['slow_backlog', 'offline', 'slow', 'app_lock', 'app_read_hold', 'hub_restore', 'hub_kill', 'link_stall', 'link_cut', 'agent_kill', 'link_reset'];
   const longestOf: Partial<Record<PlannedFault['kind'], number>> = {
     slow_backlog: cfg.backlogLoadMs + cfg.backlogSlowMs[1],
+    hub_restore: cfg.restoreGapMs[1],
     offline: cfg.offlineMs[1],
     slow: cfg.slowMs[1],
     link_stall: cfg.stallMs[1],
@@ -419,9 +446,11 @@ export function planFaults(cfg: ChaosConfig, rnd: () => number): PlannedFault[] 
     const n = cfg.guaranteed[kind] ?? 0;
     for (let i = 0; i < n; i++) {
       const longest = kind === 'link_stall' || (kind === 'app_lock' && i === 0);
+      // A restore early in the run would find a hub with little to lose.
+      const earliest = kind === 'hub_restore' ? Math.round(end / 3) : 1_000;
       for (let attempt = 0; attempt < 20; attempt++) {
-        const latest = Math.max(1_000, end - (longestOf[kind] ?? 0) - 1_000);
-        const at = Math.round(1_000 + rnd() * Math.max(0, latest - 1_000));
+        const latest = Math.max(earliest, end - (longestOf[kind] ?? 0) - 1_000);
+        const at = Math.round(earliest + rnd() * Math.max(0, latest - earliest));
         if (tryPlace(kind, at, longest)) break;
       }
     }
@@ -521,9 +550,13 @@ export class ProgressWatch {
     if (this.since === null) this.since = now;
   }
 
-  sample(now: number, cursor: number, caughtUp: boolean): void {
+  /** `snapshotMoved`: the device is bootstrapping and applied more snapshot rows since the last sample (its cursor moves only at the end). */
+  sample(now: number, cursor: number, caughtUp: boolean, snapshotMoved = false): void {
     this.graceOver(now);
-    if (cursor > this.cursor) {
+    if (snapshotMoved) {
+      this.advances++;
+      this.restart(now);
+    } else if (cursor > this.cursor) {
       this.advances++;
       this.cursor = cursor;
       this.changes.push([now, cursor]);
@@ -637,6 +670,16 @@ export function lastLines(text: string, n = 12): string[] {
 }
 
 /** An AbortSignal-aware sleep: resolves early (no throw) when the signal fires. */
+/** The chaos project's head in a hub database file. */
+function headOf(path: string): number {
+  const db = new Database(path, { readonly: true, fileMustExist: true });
+  try {
+    return (db.prepare('SELECT head_seq AS h FROM projects WHERE name = ?').get(PROJECT) as { h: number }).h;
+  } finally {
+    db.close();
+  }
+}
+
 function sleep(ms: number, signal?: AbortSignal): Promise<void> {
   if (ms <= 0 || signal?.aborted) return Promise.resolve();
   return new Promise((resolve) => {
@@ -678,6 +721,8 @@ class ChaosRun {
   hubStarts = 0;
   /** Log lines of the hub (warn and up) and the agents (info and up), counted by kind. */
   readonly logTally: Record<string, number> = {};
+  /** Backlog loads under way (a hub restore waits for them). */
+  readonly loading = new Set<Promise<unknown>>();
   /** Tasks of faults in progress (each heals itself, at the latest when `phase` aborts). */
   private readonly running = new Set<Promise<void>>();
   private readonly t0 = Date.now();
@@ -724,6 +769,21 @@ class ChaosRun {
       }
     } catch {
       return -1;
+    }
+  }
+
+  /** Rows of the snapshot a device is bootstrapping from that it has applied so far (0 when none, or unreadable). */
+  snapshotRowsOf(i: number): number {
+    try {
+      const db = new Database(this.dbPath(i), { readonly: true, fileMustExist: true });
+      try {
+        db.pragma('busy_timeout = 2000');
+        return (db.prepare('SELECT COUNT(*) AS n FROM sync_snapshot_ids').get() as { n: number }).n;
+      } finally {
+        db.close();
+      }
+    } catch {
+      return 0;
     }
   }
 
@@ -789,6 +849,56 @@ class ChaosRun {
       this.count('hub_kill');
       this.log(`hub killed (-9), down for ${downMs} ms`);
       await sleep(downMs, signal);
+      await this.startHub();
+      this.log(`hub restarted on port ${this.hubPort}`);
+    } finally {
+      this.restartingHub = null;
+      release();
+    }
+  }
+
+  /**
+   * Back the hub up while it serves, let it run on for `gapMs` (devices keep syncing: those events are
+   * what the restore loses), then kill -9 it, put the backup in place by a plain file copy and start it.
+   */
+  async restoreHub(gapMs: number, signal?: AbortSignal): Promise<void> {
+    const backup = join(this.dir, `hub-backup-${this.faults.hub_restore ?? 0}.db`);
+    // A backlog load still running (late on a loaded machine) finishes first: the loader is not a
+    // device and would not re-push acked events the restore loses.
+    while (this.loading.size > 0) await Promise.race(this.loading);
+    const loadsBefore = this.loads.length;
+    // What `hub backup` does (VACUUM INTO from a read transaction), in-process: a CLI process can take
+    // seconds to start on a loaded machine, and the backup must be taken at its planned time (the plan
+    // keeps the whole fault clear of a slow_backlog, whose loader re-pushes nothing).
+    const src = new Database(this.hubDb, { readonly: true, fileMustExist: true });
+    try {
+      src.pragma('busy_timeout = 5000');
+      src.prepare('VACUUM INTO ?').run(backup);
+    } finally {
+      src.close();
+    }
+    const backupHead = headOf(backup);
+    this.log(`hub backed up at head ${backupHead}; restoring it in ${gapMs} ms`);
+    await sleep(gapMs, signal);
+    while (this.restartingHub) await this.restartingHub;
+    const hub = this.hub;
+    if (!hub) return;
+    if (this.loads.length !== loadsBefore) {
+      this.log('hub restore skipped: a backlog load ran after the backup');
+      return;
+    }
+    let release!: () => void;
+    this.restartingHub = new Promise((r) => (release = r));
+    try {
+      this.hubExpectedExit = true;
+      this.hub = null;
+      hub.kill('SIGKILL');
+      await hub.exited;
+      const lostFrom = this.hubHead();
+      for (const suffix of ['-wal', '-shm']) rmSync(this.hubDb + suffix, { force: true });
+      copyFileSync(backup, this.hubDb);
+      this.count('hub_restore');
+      this.log(`hub restored from its backup: head ${lostFrom} -> ${backupHead} (${lostFrom - backupHead} events lost by the hub)`);
       await this.startHub();
       this.log(`hub restarted on port ${this.hubPort}`);
     } finally {
@@ -955,6 +1065,8 @@ class ChaosRun {
     switch (f.kind) {
       case 'hub_kill':
         return this.spawnTask(() => this.killHub(f.durationMs, phase));
+      case 'hub_restore':
+        return this.spawnTask(() => this.restoreHub(f.durationMs, phase));
       case 'agent_kill':
         return this.spawnTask(() => this.killAgent(f.device, f.durationMs, phase));
       case 'link_reset':
@@ -1064,7 +1176,9 @@ class ChaosRun {
     p.cut();
     const cursorAtCut = this.cursorOf(d);
     this.log(`link ${d} cut for a backlog of ${events} events`);
-    const load = await this.loadBacklog(events, phase);
+    const loading = this.loadBacklog(events, phase);
+    this.loading.add(loading);
+    const load = await loading.finally(() => this.loading.delete(loading));
     this.log(`backlog loaded: ${load.acked} events in ${load.ms} ms (seqs ${load.firstSeq}..${load.lastSeq}, ${load.reconnects} reconnects)`);
     if (phase.aborted) {
       p.heal();
@@ -1078,6 +1192,7 @@ class ChaosRun {
     const start = { at: Date.now(), cursor: this.cursorOf(d), head: this.hubHead(), connections, bytes: p.stats.bytesDown };
     const watch = new ProgressWatch(this.cfg.slowProgressMs, (this.cfg.agentTuning?.backoffCapMs ?? 30_000) + 5_000, start.at, start.cursor);
     let hubStarts = this.hubStarts;
+    let snapshotRows = this.snapshotRowsOf(d);
     const until = start.at + slowMs;
     while (!phase.aborted && Date.now() < until) {
       await sleep(Math.min(500, until - Date.now()), phase);
@@ -1093,7 +1208,10 @@ class ChaosRun {
         watch.connected(now);
       }
       const cursor = this.cursorOf(d);
-      if (cursor >= 0) watch.sample(now, cursor, cursor >= this.hubHead());
+      const rows = this.snapshotRowsOf(d);
+      const snapshotMoved = rows > 0 && rows !== snapshotRows;
+      snapshotRows = rows;
+      if (cursor >= 0) watch.sample(now, cursor, cursor >= this.hubHead(), snapshotMoved);
     }
     const end = { at: Date.now(), cursor: this.cursorOf(d), head: this.hubHead(), connections: p.stats.connections, bytes: p.stats.bytesDown };
     p.slow(null);
