@@ -206,6 +206,8 @@ export class SqliteEventStore implements EventStore {
       const { n, base } = step.immediate();
       dropped += n;
       if (n === 0) return { dropped, baseSeq: base };
+      // Inside a serving hub (--retain-events): let commits and sockets run between chunks.
+      await new Promise((resolve) => setImmediate(resolve));
     }
   }
 
