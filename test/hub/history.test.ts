@@ -7,7 +7,7 @@ import { chainDigest, EMPTY_DIGEST } from '../../shared/digest.ts';
 import { SqliteEventStore } from '../../hub/store/sqlite.ts';
 import { runCli, startHub, type TestHub } from '../kit/hub.ts';
 import { loadHistory, randomHistory, readSnapshot } from '../kit/history.ts';
-import { closeAllClients, makeEvents, SyncClient } from '../kit/ws-client.ts';
+import { closeAllClients, eventually, makeEvents, SyncClient } from '../kit/ws-client.ts';
 
 let hub: TestHub;
 
@@ -213,5 +213,31 @@ describe('hub backup and hub compact (CLI, on a file the hub is serving)', () =>
     expect(await hub.store.logInfo('p1')).toMatchObject({ headSeq: 3000, headDigest: before.headDigest, baseSeq: 2500 });
     expect((await hub.store.readAfter('p1', 2500, 10))[0]!.seq).toBe(2501);
     expect(statSync(hub.dbPath).size).toBeGreaterThan(0);
+  });
+});
+
+describe('retention on serve', () => {
+  it('--retain-events keeps each project to its newest N events while the hub serves', async () => {
+    const h = await startHub({ options: { retainEvents: 30, retainEveryMs: 50 } });
+    try {
+      const c = await SyncClient.open(h.url, h.project, h.token, 'd1', 0);
+      for (let i = 0; i < 4; i++) await c.push(i, makeEvents(i * 50 + 1, 50));
+      await eventually(async () => (await h.store.logInfo(h.project)).baseSeq === 170, 'the log compacted to its newest 30 events');
+      expect((await h.store.readAfter(h.project, 170, 100)).map((e) => e.seq)).toEqual(Array.from({ length: 30 }, (_, i) => 171 + i));
+      // The device streaming at the head is unaffected; a new one bootstraps.
+      const boot = await SyncClient.connect(h.url, h.project, h.token);
+      const pages = await readSnapshot(boot, 'd2', 0);
+      expect(pages.flatMap((p) => p.rows)).toHaveLength(200);
+    } finally {
+      await h.close();
+    }
+  });
+
+  it('refuses a --retain-events that is not a whole number, writing nothing', async () => {
+    const dir = (await import('../kit/hub.ts')).makeTempDir();
+    const r = await runCli(['hub', 'serve', '--retain-events', 'lots', '--db', `${dir}/hub.db`, '--port', '0']);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(/retain-events/);
+    expect(existsSync(`${dir}/hub.db`)).toBe(false);
   });
 });
