@@ -58,7 +58,8 @@ function resyncsOf(d: Device): number {
 
 describe('hub restored from an older backup', () => {
   it('plain file copy: every device converges and every change is in the log exactly once', async () => {
-    devices = makeDevices(tmp.dir, ref, ['a', 'b', 'c']);
+    // c recovers by replaying the whole log instead of a snapshot (--no-snapshot): both ways must work.
+    devices = [...makeDevices(tmp.dir, ref, ['a', 'b']), ...makeDevices(tmp.dir, ref, ['c'], { snapshot: false })];
     const [a, b, c] = devices as [Device, Device, Device];
     for (const d of devices) await d.start();
     a.writer.create('issues', { id: 'shared', title: 'start', status: 'open', priority: 0 });
@@ -100,6 +101,7 @@ describe('hub restored from an older backup', () => {
     expect(b.writer.row('issues', 'c1-10')).toMatchObject({ status: 'done' });
     expect(c.writer.row('comments', 'c-a1')).toMatchObject({ body: 'a1' });
     expect(b.status().lastResync?.reason).toBe('cursor_diverged');
+    expect(c.status().lastResync?.reason).toBe('cursor_diverged');
   });
 
   for (const order of ['others push past it first', 'it comes back first'] as const) {
