@@ -102,6 +102,8 @@ interface Bootstrap {
   finishing: boolean;
   /** Its first page is queued (that page empties sync_snapshot_ids). */
   started: boolean;
+  /** applyEpoch when it began: a failed page (or a resync) bumps it, and then this bootstrap never finishes. */
+  epoch: number;
 }
 
 /** Bootstrap progress is logged at most this often. */
@@ -414,18 +416,31 @@ export class Agent extends EventEmitter<AgentEvents> {
         held: [],
         finishing: false,
         started: false,
+        epoch: this.applyEpoch,
       };
       this.log.info({ throughSeq: frame.throughSeq, cursor: this.cursor }, 'bootstrapping from a snapshot of the hub');
     }
     const current = b;
-    const first = b.pages === 0 && !b.started;
+    const first = !b.started;
     b.started = true;
-    const epoch = this.applyEpoch;
+    const epoch = b.epoch;
     this.inboxBytes += bytes;
     if (this.inboxBytes > INBOX_MAX_BYTES) this.link.pause();
-    const applied = this.write(`apply a snapshot page at seq ${frame.throughSeq}`, () =>
-      epoch === this.applyEpoch ? this.engine.applySnapshotRows(frame.rows, first) : null,
-    );
+    let failedHere = false;
+    const applied = this.write(`apply a snapshot page at seq ${frame.throughSeq}`, () => {
+      if (epoch !== this.applyEpoch) return null;
+      try {
+        return this.engine.applySnapshotRows(frame.rows, first);
+      } catch (err) {
+        // Bumped here, not in the rejection handler: the queue runs the next job (this bootstrap's
+        // finish) before any handler, and it must see that a page is missing.
+        if (!isTransientDbError(err)) {
+          failedHere = true;
+          this.applyEpoch++;
+        }
+        throw err;
+      }
+    });
     applied.then(
       (r) => {
         this.inboxBytes -= bytes;
@@ -440,9 +455,16 @@ export class Agent extends EventEmitter<AgentEvents> {
         }
         this.emit('bootstrap', { throughSeq: current.throughSeq, rows: current.rows, done: false });
       },
-      () => {
+      (err: unknown) => {
         this.inboxBytes -= bytes;
         if (this.inboxBytes <= INBOX_MAX_BYTES / 2) this.link.resume();
+        // A page that did not apply must not be skipped: the bootstrap starts over on a new connection.
+        if (!failedHere) return;
+        if (this.bootstrap === current) this.bootstrap = null;
+        const message = dbErrorText(err);
+        this.log.error({ err: message, throughSeq: frame.throughSeq }, 'applying a snapshot page failed; reconnecting to bootstrap again');
+        this.emit('problem', { code: 'apply_failed', message });
+        this.link.reconnect(`snapshot page failed: ${message}`);
       },
     );
     if (frame.done) {
@@ -454,13 +476,18 @@ export class Agent extends EventEmitter<AgentEvents> {
   /** Finish the snapshot once its last page is in and the rows pending at its start are acked; then apply the events held. */
   private tryFinishBootstrap(): void {
     const b = this.bootstrap;
-    if (!b || !b.last || b.finishing || !this.db) return;
+    if (!b || !b.last || b.finishing || !this.db || b.epoch !== this.applyEpoch) return;
     if (this.tryRead(() => pendingThrough(this.db!, b.verifyThrough), true)) return; // the next ack tries again
     b.finishing = true;
     const last = b.last;
     const digest = last.throughDigest!;
-    this.write(`finish the snapshot at seq ${last.throughSeq}`, () => this.engine.finishSnapshot(last.throughSeq, digest, this.headSeq ?? last.throughSeq)).then(
+    const epoch = b.epoch;
+    this.write(`finish the snapshot at seq ${last.throughSeq}`, () =>
+      // A page before it failed (the bootstrap starts over): finishing would move the cursor past rows never written.
+      epoch === this.applyEpoch ? this.engine.finishSnapshot(last.throughSeq, digest, this.headSeq ?? last.throughSeq) : null,
+    ).then(
       (r) => {
+        if (!r) return;
         this.cursor = last.throughSeq;
         this.cursorDigest = digest;
         this.forceBootstrap = false;
@@ -471,7 +498,15 @@ export class Agent extends EventEmitter<AgentEvents> {
         this.emit('bootstrap', { throughSeq: last.throughSeq, rows: b.rows, done: true });
         this.emitStatus();
       },
-      () => {},
+      (err: unknown) => {
+        if (err instanceof WriteQueueStopped || epoch !== this.applyEpoch) return;
+        // The cursor did not move: the next connection bootstraps again. Frames queued behind are dropped.
+        this.applyEpoch++;
+        const message = dbErrorText(err);
+        this.log.error({ err: message }, 'finishing the snapshot failed; reconnecting to bootstrap again');
+        this.emit('problem', { code: 'apply_failed', message });
+        this.link.reconnect(`snapshot finish failed: ${message}`);
+      },
     );
     // Queued behind the finish, in order; from here on frames go straight to the write queue.
     if (this.bootstrap === b) this.bootstrap = null;

@@ -165,6 +165,7 @@ async function compact(argv: string[]): Promise<void> {
     z.object({ project: projectArg, 'keep-events': countFlag, ...storeSchema, positionals: z.tuple([]) }),
   );
   const r = await withStore(f, async (s) => {
+    if (!s.compact) throw new SyncError('unsupported', 'compaction is not available on this store');
     if (!(await s.projectExists(f.project))) throw new SyncError('unknown_project', `project ${f.project} does not exist`);
     return s.compact(f.project, f['keep-events']);
   });
@@ -173,6 +174,9 @@ async function compact(argv: string[]): Promise<void> {
 
 async function backup(argv: string[]): Promise<void> {
   const f = parseCommand(argv, { to: { type: 'string' }, ...storeFlags }, z.object({ to: z.string().min(1), ...storeSchema, positionals: z.tuple([]) }));
-  await withStore(f, (s) => s.backup(f.to));
+  await withStore(f, async (s) => {
+    if (!s.backup) throw new SyncError('unsupported', 'hub backup is not available on this store (use the database\'s own backup tools)');
+    await s.backup(f.to);
+  });
   process.stdout.write(`backed up to ${f.to}\n`);
 }

@@ -129,7 +129,7 @@ export class Connection implements Subscriber {
     this.cursor = hello.afterSeq;
     if (decision.kind === 'snapshot') {
       // Opened before any early push of this device is committed: its pushes all land after the snapshot.
-      this.snapshot = await this.deps.store.openSnapshot(this.project);
+      this.snapshot = await this.deps.store.openSnapshot!(this.project);
       this.cursor = this.snapshot.throughSeq;
       if (this.isClosed()) return this.closeSnapshot();
       this.log.info({ throughSeq: this.snapshot.throughSeq }, 'sending a snapshot');

@@ -34,7 +34,8 @@ export function buildFrame(events: StoredEvent[], headSeq: number, maxChars = In
   const through = events[n - 1]!.seq;
   let body = '{"type":"events","events":[';
   for (let i = 0; i < n; i++) body += (i ? ',' : '') + events[i]!.json;
-  body += `],"throughSeq":${through},"headSeq":${headSeq},"throughDigest":"${events[n - 1]!.digest}"}`;
+  const digest = events[n - 1]!.digest;
+  body += `],"throughSeq":${through},"headSeq":${headSeq}${digest === undefined ? '' : `,"throughDigest":"${digest}"`}}`;
   return { data: Buffer.from(body), firstSeq: first, throughSeq: through };
 }
 

@@ -19,6 +19,8 @@ export async function decideResume(store: EventStore, project: string, hello: He
       message: `afterSeq ${afterSeq} is past the project's head ${head}: this hub was restored from an older backup, or the device synced with another hub`,
     };
   }
+  // A store without history features keeps the whole log and no digests: a replay, as before.
+  if (!store.logInfo || !store.digestAt || !store.openSnapshot) return { kind: 'stream' };
   const info = await store.logInfo(project);
   if (afterSeq < info.baseSeq) {
     // The events after the cursor are partly compacted away: only a snapshot can bring the device up.

@@ -14,6 +14,11 @@ export class Retention {
     private readonly log: Logger,
   ) {}
 
+  /** False for a store that cannot compact (the hub then keeps every event and says so). */
+  static supported(store: EventStore): boolean {
+    return typeof store.compact === 'function';
+  }
+
   start(): void {
     this.timer = setInterval(() => void this.runOnce(), this.everyMs);
     this.timer.unref();
@@ -30,7 +35,7 @@ export class Retention {
     this.running = true;
     try {
       for (const p of await this.store.listProjects()) {
-        const r = await this.store.compact(p.name, this.keepEvents);
+        const r = await this.store.compact!(p.name, this.keepEvents);
         if (r.dropped > 0) this.log.info({ project: p.name, dropped: r.dropped, baseSeq: r.baseSeq }, 'compacted the log');
       }
     } catch (err) {

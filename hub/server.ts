@@ -70,7 +70,9 @@ export class Hub {
       Math.max(10, Math.floor(this.options.stallTimeoutMs / 4)),
     );
     this.stallTimer.unref();
-    if (this.options.retainEvents !== undefined) {
+    if (this.options.retainEvents !== undefined && !Retention.supported(this.store)) {
+      this.log.warn('--retain-events is not available on this store: every event is kept');
+    } else if (this.options.retainEvents !== undefined) {
       this.retention = new Retention(this.store, this.options.retainEvents, this.options.retainEveryMs, this.log);
       this.retention.start();
       void this.retention.runOnce();

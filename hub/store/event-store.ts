@@ -6,8 +6,11 @@ import type { PushEvent } from '../../shared/event.ts';
 export interface StoredEvent {
   seq: number;
   json: string;
-  /** digest(seq) = sha256(digest(seq-1) + json), see shared/digest.ts. */
-  digest: string;
+  /**
+   * digest(seq) = sha256(digest(seq-1) + json), see shared/digest.ts. Absent from a store without the
+   * history features (see EventStore.logInfo): its frames then carry no throughDigest.
+   */
+  digest?: string;
 }
 
 /** Where a project's log stands: its head, and the point before which compaction dropped the events. */
@@ -44,7 +47,7 @@ export interface AppendGroup {
 }
 
 /** Per event of a group: stored now with a new seq, or already stored under its dedup key. */
-export type AppendOutcome = { stored: true; seq: number; json: string; digest: string } | { stored: false; seq: number };
+export type AppendOutcome = { stored: true; seq: number; json: string; digest?: string } | { stored: false; seq: number };
 
 export type Role = 'read' | 'write' | 'admin';
 
@@ -71,19 +74,28 @@ export interface EventStore {
   readAfter(project: string, afterSeq: number, limit: number): Promise<StoredEvent[]>;
   /** The last committed seq of a project (0 for none). */
   headSeq(project: string): Promise<number>;
+
+  // History (docs/protocol.md "History"). A store implements all of these or none: without them the
+  // hub still syncs, but sends no digests (no divergence check), answers bootstrap with a replay, and
+  // cannot compact or back up. SQLite has them; PostgreSQL does not yet. To add them to a store:
+  // `append` stores each new event's digest with it (StoredEvent.digest, chained from a per-project
+  // head digest kept with the head) and applies it to a per-project entity state with
+  // shared/apply-rules.ts (entity type normalised with entityTable), all in the commit transaction;
+  // dedup also consults the keys of compacted events.
+
   /** Head and compaction point of a project's log, with their digests. */
-  logInfo(project: string): Promise<LogInfo>;
+  logInfo?(project: string): Promise<LogInfo>;
   /** The log digest through `seq` ('' for 0); null when seq was compacted away or is past the head. */
-  digestAt(project: string, seq: number): Promise<string | null>;
+  digestAt?(project: string, seq: number): Promise<string | null>;
   /** Open a consistent read of the project's state at its current head (see SnapshotReader). */
-  openSnapshot(project: string): Promise<SnapshotReader>;
+  openSnapshot?(project: string): Promise<SnapshotReader>;
   /**
-   * Drop the events older than the newest `keepEvents` (the state and the dedup keys stay). Returns the
-   * number of events dropped and the new compaction point.
+   * Drop the events older than the newest `keepEvents` (the state and the dedup keys stay), in steps
+   * that never hold the writer long. Returns the number of events dropped and the new compaction point.
    */
-  compact(project: string, keepEvents: number): Promise<{ dropped: number; baseSeq: number }>;
+  compact?(project: string, keepEvents: number): Promise<{ dropped: number; baseSeq: number }>;
   /** Write a consistent, self-contained copy of the whole store to `toPath` (must not exist). */
-  backup(toPath: string): Promise<void>;
+  backup?(toPath: string): Promise<void>;
 
   createProject(name: string): Promise<void>;
   projectExists(name: string): Promise<boolean>;

@@ -53,7 +53,8 @@ describe('kill -9 of the agent', () => {
     }
     const path = tmp.path('victim.db');
     makeAppDb(path);
-    const child = spawnAgent(tmp.dir, path, hub);
+    // A replay of the backlog (a snapshot bootstrap is crash-tested in bootstrap.test.ts).
+    const child = spawnAgent(tmp.dir, path, hub, {}, ['--no-snapshot']);
     await eventually(() => cursorOf(path) > 0, 'the agent to start applying', 20_000, 2);
     child.proc.kill('SIGKILL');
     await child.exited;

@@ -167,12 +167,18 @@ function firstDifference(expected: Record<string, Record<string, unknown>[]>, ac
 }
 
 /** The real `synchub agent run` as a child process (token through a file, never argv). */
-export function spawnAgent(dir: string, dbPath: string, hub: HubRef, extraEnv: NodeJS.ProcessEnv = {}): { proc: ChildProcess; exited: Promise<number | null>; stderr: () => string } {
+export function spawnAgent(
+  dir: string,
+  dbPath: string,
+  hub: HubRef,
+  extraEnv: NodeJS.ProcessEnv = {},
+  extraArgs: string[] = [],
+): { proc: ChildProcess; exited: Promise<number | null>; stderr: () => string } {
   const tokenFile = join(dir, 'agent.token');
   writeFileSync(tokenFile, hub.token);
   const proc = spawn(
     process.execPath,
-    [CLI_PATH, 'agent', 'run', '--db', dbPath, '--hub', hub.url, '--project', hub.project, '--tables', APP_TABLES.join(','), '--token-file', tokenFile],
+    [CLI_PATH, 'agent', 'run', '--db', dbPath, '--hub', hub.url, '--project', hub.project, '--tables', APP_TABLES.join(','), '--token-file', tokenFile, ...extraArgs],
     { cwd: REPO_ROOT, stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, SYNCHUB_LOG_LEVEL: 'warn', ...extraEnv } },
   );
   let err = '';
