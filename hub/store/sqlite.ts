@@ -302,14 +302,18 @@ function rebuildFromLog(db: Database.Database): void {
   const projects = db.prepare('SELECT name FROM projects').pluck().all() as string[];
   for (const project of projects) {
     let digest = EMPTY_DIGEST;
-    for (const row of db.prepare('SELECT server_seq AS seq, body FROM events WHERE project = ? ORDER BY server_seq').iterate(project) as Iterable<{
-      seq: number;
-      body: string;
-    }>) {
-      digest = chainDigest(digest, row.body);
-      setDigest.run(digest, project, row.seq);
-      const e = JSON.parse(row.body) as { actionType: never; entityType: string; entityId: string; payload: { newData: null; previousData: null }; clientTimestamp: string };
-      state.apply(project, { actionType: e.actionType, entityType: e.entityType, entityId: e.entityId, newData: e.payload.newData, previousData: e.payload.previousData, clientTimestamp: e.clientTimestamp });
+    // In pages, not iterate(): the connection cannot run the updates while an iterator is open.
+    const page = db.prepare('SELECT server_seq AS seq, body FROM events WHERE project = ? AND server_seq > ? ORDER BY server_seq LIMIT 5000');
+    for (let after = 0; ; ) {
+      const rows = page.all(project, after) as { seq: number; body: string }[];
+      if (rows.length === 0) break;
+      for (const row of rows) {
+        digest = chainDigest(digest, row.body);
+        setDigest.run(digest, project, row.seq);
+        const e = JSON.parse(row.body) as { actionType: never; entityType: string; entityId: string; payload: { newData: null; previousData: null }; clientTimestamp: string };
+        state.apply(project, { actionType: e.actionType, entityType: e.entityType, entityId: e.entityId, newData: e.payload.newData, previousData: e.payload.previousData, clientTimestamp: e.clientTimestamp });
+      }
+      after = rows[rows.length - 1]!.seq;
     }
     setHead.run(digest, project);
   }
