@@ -23,6 +23,11 @@ export interface StateEvent extends RuleChange {
 
 export class EntityStateWriter {
   private readonly s;
+  /**
+   * Rows touched by the commit under way, by table and id (undefined: deleted). Each entity is read
+   * once and written once per commit, however many of its events the commit holds.
+   */
+  private pending = new Map<string, { table: string; id: string; row: Row | undefined; existed: boolean }>();
 
   constructor(db: Database.Database) {
     this.s = {
@@ -35,9 +40,15 @@ export class EntityStateWriter {
     };
   }
 
+  /** Start a commit: forget what an earlier (possibly rolled back) one left. */
+  begin(): void {
+    this.pending.clear();
+  }
+
   /**
-   * Apply one event; call inside the transaction that stores it. An event the rules refuse (a create or
-   * update without newData) changes nothing, as on a device, where it lands in sync_failed_events.
+   * Apply one event (between begin and flush, inside the transaction that stores it). An event the
+   * rules refuse (a create or update without newData) changes nothing, as on a device, where it lands
+   * in sync_failed_events.
    */
   apply(project: string, e: StateEvent): void {
     let effect;
@@ -48,14 +59,27 @@ export class EntityStateWriter {
       throw err;
     }
     const table = entityTable(e.entityType);
-    // A create of a row not yet known needs no read: it is the row.
-    const text = this.s.get.get(project, table, e.entityId) as string | undefined;
-    const current = text === undefined ? undefined : (JSON.parse(text) as Row);
-    const next = applyEffect(current, effect);
-    if (next === undefined) {
-      if (current !== undefined) this.s.del.run(project, table, e.entityId);
-    } else if (next !== current) {
-      this.s.put.run(project, table, e.entityId, JSON.stringify(next));
+    const key = `${project}\u0000${table}\u0000${e.entityId}`;
+    let entry = this.pending.get(key);
+    if (!entry) {
+      const text = this.s.get.get(project, table, e.entityId) as string | undefined;
+      const row = text === undefined ? undefined : (JSON.parse(text) as Row);
+      entry = { table, id: e.entityId, row, existed: row !== undefined };
+      this.pending.set(key, entry);
     }
+    entry.row = applyEffect(entry.row, effect);
+  }
+
+  /** Write every row the commit touched (still inside its transaction). */
+  flush(): void {
+    for (const [key, p] of this.pending) {
+      const project = key.slice(0, key.indexOf('\u0000'));
+      if (p.row === undefined) {
+        if (p.existed) this.s.del.run(project, p.table, p.id);
+      } else {
+        this.s.put.run(project, p.table, p.id, JSON.stringify(p.row));
+      }
+    }
+    this.pending.clear();
   }
 }

@@ -113,6 +113,7 @@ export class SqliteEventStore implements EventStore {
   async append(groups: AppendGroup[], serverTimestamp: string): Promise<AppendOutcome[][]> {
     const newHeads = new Map<string, { seq: number; digest: string }>();
     const run = this.db.transaction(() => {
+      this.state.begin();
       const out = groups.map(({ project, deviceId, events }) => {
         let head = newHeads.get(project) ?? this.head(project);
         const outcomes = events.map((e): AppendOutcome => {
@@ -141,6 +142,7 @@ export class SqliteEventStore implements EventStore {
         newHeads.set(project, head);
         return outcomes;
       });
+      this.state.flush();
       for (const [project, head] of newHeads) this.stmt.setHead.run(head.seq, head.digest, project);
       return out;
     });
@@ -307,12 +309,14 @@ function rebuildFromLog(db: Database.Database): void {
     for (let after = 0; ; ) {
       const rows = page.all(project, after) as { seq: number; body: string }[];
       if (rows.length === 0) break;
+      state.begin();
       for (const row of rows) {
         digest = chainDigest(digest, row.body);
         setDigest.run(digest, project, row.seq);
         const e = JSON.parse(row.body) as { actionType: never; entityType: string; entityId: string; payload: { newData: null; previousData: null }; clientTimestamp: string };
         state.apply(project, { actionType: e.actionType, entityType: e.entityType, entityId: e.entityId, newData: e.payload.newData, previousData: e.payload.previousData, clientTimestamp: e.clientTimestamp });
       }
+      state.flush();
       after = rows[rows.length - 1]!.seq;
     }
     setHead.run(digest, project);
