@@ -1,5 +1,5 @@
 // The hub: an HTTP server whose upgrade handler authenticates before any socket
-// exists, then hands each socket to a Connection. Also /healthz and /metrics.
+// exists, then hands each socket to a Connection. Also /healthz, /readyz and /metrics.
 import { createServer, type IncomingMessage, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Duplex } from 'node:stream';
@@ -68,6 +68,18 @@ export class Hub {
       Math.max(10, Math.floor(this.options.stallTimeoutMs / 4)),
     );
     this.stallTimer.unref();
+    // Several nodes on one store: commits of the others reach this node's channels here.
+    this.store.watchCommits?.({
+      onCommit: (project, head) => this.channels.get(project)?.sync(head),
+      onResync: () => {
+        for (const [project, ch] of this.channels) {
+          this.store.headSeq(project).then(
+            (head) => ch.sync(head),
+            (err: unknown) => this.log.warn({ project, err: String(err) }, 'reading a head after a resync failed'),
+          );
+        }
+      },
+    });
     const port = (this.http.address() as AddressInfo).port;
     this.log.info({ host: this.options.host, port }, 'hub listening');
     return port;
@@ -81,6 +93,10 @@ export class Hub {
     if (!loading) {
       loading = this.store.headSeq(project).then((head) => {
         const ch = new ProjectChannel(project, head, this.options.tailEvents, this.options.pageEvents, this.options.maxFrameBytes);
+        ch.source = {
+          read: (afterSeq, limit) => this.store.readAfter(project, afterSeq, limit),
+          onError: (err) => this.log.warn({ project, err: String(err) }, 'catching up with the store failed; retrying'),
+        };
         this.channels.set(project, ch);
         return ch;
       });
@@ -95,6 +111,10 @@ export class Hub {
     if (req.method === 'GET' && path === '/healthz') {
       res.writeHead(this.stopping ? 503 : 200, { 'content-type': 'application/json' });
       res.end(JSON.stringify({ ok: !this.stopping, connections: this.connections.size }));
+    } else if (req.method === 'GET' && path === '/readyz') {
+      const ready = this.ready();
+      res.writeHead(ready ? 200 : 503, { 'content-type': 'application/json' });
+      res.end(JSON.stringify({ ready, stopping: this.stopping, store: this.store.isReady?.() ?? true }));
     } else if (req.method === 'GET' && path === '/metrics') {
       res.writeHead(200, { 'content-type': this.metrics.registry.contentType });
       res.end(await this.metrics.registry.metrics());
@@ -102,6 +122,11 @@ export class Hub {
       res.writeHead(404, { 'content-type': 'application/json' });
       res.end(JSON.stringify({ error: 'not_found' }));
     }
+  }
+
+  /** Ready for traffic: not shutting down, and the store reachable (with PostgreSQL: the LISTEN link up). */
+  ready(): boolean {
+    return !this.stopping && (this.store.isReady?.() ?? true);
   }
 
   private async onUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): Promise<void> {

@@ -29,6 +29,14 @@ export interface TokenRecord {
   revokedAt: string | null;
 }
 
+/** What a store shared by several hub nodes tells each node. */
+export interface CommitWatcher {
+  /** Some node committed: the project's head is now `head` (events up to it are readable). */
+  onCommit(project: string, head: number): void;
+  /** Commits may have gone unheard (the notification link was down): re-read every head. */
+  onResync(): void;
+}
+
 export interface EventStore {
   /**
    * Commit every group in one transaction: seqs are assigned per project in
@@ -50,6 +58,14 @@ export interface EventStore {
   listTokens(project: string): Promise<TokenRecord[]>;
   /** Marks the token revoked; false when there is no such token. */
   revokeToken(id: string, at: string): Promise<boolean>;
+
+  /**
+   * Stores that several hub nodes share (PostgreSQL) report commits made by any node here.
+   * Absent for a store only this process writes (SQLite): its commits are all local.
+   */
+  watchCommits?(watcher: CommitWatcher): void;
+  /** False while the store cannot be reached (readyz answers 503). Absent: always ready. */
+  isReady?(): boolean;
 
   close(): Promise<void>;
 }
