@@ -1,8 +1,9 @@
-// The chaos harness: a real hub process, N real agent processes (`synchub agent run`), each with
+// The chaos harness: a real hub process (or two nodes on PostgreSQL), N real agent processes (`synchub agent run`), each with
 // its own app DB written by its own writer process (writer.ts), and a fault proxy (proxy.ts)
 // between each agent and the hub. While the writers write, faults are injected at random (seeded):
 //
-//   hub_kill     kill -9 of the hub, restarted on the same port after a moment
+//   hub_kill     kill -9 of the hub (of one node, with two on PostgreSQL), restarted on the same
+//                port after a moment
 //   agent_kill   kill -9 of one agent, restarted after a moment
 //   link_cut     one device's link reset and refused for a while
 //   link_stall   one device's link black-holed for a while (no bytes, no FIN, no RST)
@@ -18,6 +19,8 @@
 //   slow_backlog one device goes offline, a bulk loader pushes a backlog (20,000 events in the soak)
 //                straight to the hub, then the device comes back behind a 3 KB/s link for minutes:
 //                its cursor must keep moving (not be dropped as a slow consumer over and over)
+//   pg_conn_kill PostgreSQL mode only (`postgresUrl`: two hub nodes, each device's proxy balancing
+//                over both): every hub connection to PostgreSQL is terminated at once
 //
 // Then every fault is healed, the writers stop, and once the system is quiet the run checks:
 //   (1) every action_log row of every device is in the hub log exactly once (by dedup key), the
