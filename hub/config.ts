@@ -28,6 +28,8 @@ export const HubOptionsSchema = z.object({
   pingIntervalMs: z.number().int().positive().default(PING_INTERVAL_MS),
   /** Recent events kept in memory per project, so readers near the head never touch the store. */
   tailEvents: z.number().int().positive().default(10_000),
+  /** How often the tokens of open sockets are checked for revocation (their sockets are then closed). */
+  revocationCheckMs: z.number().int().positive().default(500),
   /** Upper bound of events in one group commit, so one transaction never holds the writer long. */
   commitMaxEvents: z.number().int().positive().default(20_000),
 });

@@ -61,7 +61,8 @@ export class Connection implements Subscriber {
     /** The socket under `ws`: bytes of an upload still arriving count as a sign of life, not only whole messages. */
     socket: Duplex,
     readonly project: string,
-    private readonly role: Role,
+    /** The token this socket was opened with: its role, and its id (device binding, revocation). */
+    readonly token: { id: string; role: Role },
     private readonly deps: ConnectionDeps,
   ) {
     this.log = deps.log.child({ project });
@@ -115,6 +116,12 @@ export class Connection implements Subscriber {
     clearTimeout(this.helloTimer);
     this.state = ConnState.Greeting;
     this.deviceId = hello.deviceId;
+    // Device ids are visible in the stream: without this, any member could push under another
+    // device's id, take the dedup keys it will use, and have its real changes answered `duplicate`.
+    if (!(await this.deps.store.bindDevice(this.project, hello.deviceId, this.token.id, new Date().toISOString()))) {
+      return this.fail(ErrorCode.Forbidden, `device id ${hello.deviceId} belongs to another token in this project`);
+    }
+    if (this.isClosed()) return;
     const channel = await this.deps.channel(this.project);
     if (this.isClosed()) return;
     // With several hub nodes this node may not have heard of the latest commits yet: ask the store.
@@ -142,7 +149,7 @@ export class Connection implements Subscriber {
   }
 
   private onPush(push: PushFrame): void {
-    if (this.role === 'read') return this.fail(ErrorCode.Forbidden, 'this token is read-only and cannot push');
+    if (this.token.role === 'read') return this.fail(ErrorCode.Forbidden, 'this token is read-only and cannot push');
     const max = this.deps.options.maxBatchEvents;
     if (push.events.length > max) return this.fail(ErrorCode.BatchTooLarge, `push of ${push.events.length} events exceeds the limit of ${max}`);
 

@@ -4,6 +4,7 @@ import { createServer, type IncomingMessage, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { WebSocketServer } from 'ws';
+import { ErrorCode } from '../shared/errors.ts';
 import { silentLogger, type Logger } from '../shared/log.ts';
 import { HubOptionsSchema, type HubOptions, type HubOptionsInput } from './config.ts';
 import { GroupCommitter } from './commit.ts';
@@ -26,6 +27,8 @@ export class Hub {
   private readonly connections = new Set<Connection>();
   private pingTimer: NodeJS.Timeout | null = null;
   private stallTimer: NodeJS.Timeout | null = null;
+  private revocationTimer: NodeJS.Timeout | null = null;
+  private checkingRevocations = false;
   private stopping = false;
 
   constructor(
@@ -73,6 +76,9 @@ export class Hub {
       Math.max(10, Math.floor(this.options.stallTimeoutMs / 4)),
     );
     this.stallTimer.unref();
+    // Revocation is live: a revoked token's open sockets are closed within revocationCheckMs (plus a query).
+    this.revocationTimer = setInterval(() => void this.closeRevoked(), this.options.revocationCheckMs);
+    this.revocationTimer.unref();
     // Several nodes on one store: commits of the others reach this node's channels here.
     this.store.watchCommits?.({
       onCommit: (project, head) => this.channels.get(project)?.sync(head),
@@ -129,6 +135,26 @@ export class Hub {
     }
   }
 
+  /** Close the sockets of tokens revoked since they connected (by any process writing the store). */
+  private async closeRevoked(): Promise<void> {
+    if (this.checkingRevocations || this.connections.size === 0) return;
+    this.checkingRevocations = true;
+    try {
+      const ids = [...new Set([...this.connections].map((c) => c.token.id))];
+      const revoked = new Set(await this.store.revokedTokens(ids));
+      if (revoked.size === 0) return;
+      for (const c of this.connections) {
+        if (!revoked.has(c.token.id)) continue;
+        this.log.warn({ tokenId: c.token.id, deviceId: c.deviceId, project: c.project }, 'closing a connection whose token was revoked');
+        c.fail(ErrorCode.TokenRevoked, 'the token of this connection was revoked');
+      }
+    } catch (err) {
+      this.log.warn({ err: String(err) }, 'checking for revoked tokens failed');
+    } finally {
+      this.checkingRevocations = false;
+    }
+  }
+
   /** Ready for traffic: not shutting down, and the store reachable (with PostgreSQL: the LISTEN link up). */
   ready(): boolean {
     return !this.stopping && (this.store.isReady?.() ?? true);
@@ -165,7 +191,7 @@ export class Hub {
     if (!auth.ok) return refuse(auth.status, auth.reason);
     if (this.stopping) return refuse(503, 'hub is shutting down');
     this.wss.handleUpgrade(req, socket, head, (ws) => {
-      const conn = new Connection(ws, socket, project, auth.token.role, {
+      const conn = new Connection(ws, socket, project, { id: auth.token.id, role: auth.token.role }, {
         options: this.options,
         store: this.store,
         committer: this.committer,
@@ -193,6 +219,7 @@ export class Hub {
     this.log.info({ connections: this.connections.size }, 'hub shutting down');
     if (this.pingTimer) clearInterval(this.pingTimer);
     if (this.stallTimer) clearInterval(this.stallTimer);
+    if (this.revocationTimer) clearInterval(this.revocationTimer);
     const httpClosed = new Promise<void>((resolve) => this.http.close(() => resolve()));
     await this.committer.drain();
     // Acks are queued on the sockets; close() sends them before the close frame.

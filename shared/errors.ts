@@ -24,6 +24,8 @@ export const ErrorCode = {
   SlowConsumer: 'slow_consumer',
   /** The store failed to commit; nothing of that push was stored. Safe to retry. */
   StoreUnavailable: 'store_unavailable',
+  /** The connection's token was revoked while it was open. */
+  TokenRevoked: 'token_revoked',
   /** The hub is shutting down. Reconnect later. */
   ShuttingDown: 'shutting_down',
   /** An unexpected failure inside the hub. */
