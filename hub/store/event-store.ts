@@ -62,8 +62,9 @@ export interface EventStore {
   revokedTokens(ids: string[]): Promise<string[]>;
 
   /**
-   * A device id belongs to the token that first used it in a project: binds it when it is new.
-   * True when the device id is (now) bound to `tokenId`, false when another token holds it.
+   * A device id belongs to the token that first used it in a project: binds it when it is new, or
+   * when the token holding it was revoked (a device given a new token keeps its id). True when the
+   * device id is (now) bound to `tokenId`, false when another live token holds it.
    */
   bindDevice(project: string, deviceId: string, tokenId: string, at: string): Promise<boolean>;
 

@@ -231,10 +231,13 @@ export class PostgresEventStore implements EventStore {
   }
 
   async bindDevice(project: string, deviceId: string, tokenId: string, at: string): Promise<boolean> {
+    // As on SQLite: a device whose token was revoked may come back with a new one (token rotation).
     const r = await this.pool.query<{ token_id: string }>(
       `WITH ins AS (
          INSERT INTO devices (project, device_id, token_id, bound_at) VALUES ($1, $2, $3, $4)
-         ON CONFLICT DO NOTHING RETURNING token_id)
+         ON CONFLICT (project, device_id) DO UPDATE SET token_id = excluded.token_id, bound_at = excluded.bound_at
+           WHERE NOT EXISTS (SELECT 1 FROM tokens t WHERE t.id = devices.token_id AND t.revoked_at IS NULL)
+         RETURNING token_id)
        SELECT token_id FROM ins UNION ALL SELECT token_id FROM devices WHERE project = $1 AND device_id = $2`,
       [project, deviceId, tokenId, at],
     );

@@ -174,7 +174,14 @@ export class SqliteEventStore implements EventStore {
   }
 
   async bindDevice(project: string, deviceId: string, tokenId: string, at: string): Promise<boolean> {
-    this.db.prepare('INSERT INTO devices (project, device_id, token_id, bound_at) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING').run(project, deviceId, tokenId, at);
+    // A device whose token was revoked may come back with a new one (token rotation).
+    this.db
+      .prepare(
+        `INSERT INTO devices (project, device_id, token_id, bound_at) VALUES (?, ?, ?, ?)
+         ON CONFLICT (project, device_id) DO UPDATE SET token_id = excluded.token_id, bound_at = excluded.bound_at
+         WHERE NOT EXISTS (SELECT 1 FROM tokens t WHERE t.id = devices.token_id AND t.revoked_at IS NULL)`,
+      )
+      .run(project, deviceId, tokenId, at);
     const owner = this.db.prepare('SELECT token_id FROM devices WHERE project = ? AND device_id = ?').pluck().get(project, deviceId);
     return owner === tokenId;
   }

@@ -99,6 +99,22 @@ describe('auth at the upgrade', () => {
     expect((await own.push(1, [makeEvent(9)])).acks).toHaveLength(1);
   });
 
+  it('a device whose token was revoked keeps its id with a new token (rotation)', async () => {
+    const old = await h.createToken('p1');
+    const before = await SyncClient.open(h.url, 'p1', old, 'tablet');
+    await before.push(1, [makeEvent(1)]);
+    await h.store.revokeToken(/^shub_([0-9a-f]{16})_/.exec(old)![1]!, new Date().toISOString());
+    await before.waitForClose(5_000);
+    const fresh = await h.createToken('p1');
+    const after = await SyncClient.open(h.url, 'p1', fresh, 'tablet', 1);
+    expect((await after.push(2, [makeEvent(2)])).acks).toHaveLength(1);
+    // Now the new token holds it: another live token is refused.
+    const third = await SyncClient.connect(h.url, 'p1', await h.createToken('p1'));
+    third.send({ type: 'hello', protocol: 1, deviceId: 'tablet', afterSeq: 0 });
+    await third.waitForClose();
+    expect(third.errors.map((e) => e.code)).toEqual([ErrorCode.Forbidden]);
+  });
+
   it('a read token can connect and stream, but a push is forbidden and stores nothing', async () => {
     const readToken = await h.createToken('p1', 'read');
     const writer = await SyncClient.open(h.url, 'p1', h.token, 'writer');
