@@ -1,6 +1,6 @@
 // Every hub option, with its default, in one place.
 import { z } from 'zod';
-import { MAX_BATCH_EVENTS, MAX_FRAME_BYTES, PING_INTERVAL_MS } from '../shared/limits.ts';
+import { MAX_BATCH_EVENTS, MAX_EVENT_PAYLOAD_BYTES, MAX_FRAME_BYTES, PING_INTERVAL_MS } from '../shared/limits.ts';
 
 export const HubOptionsSchema = z.object({
   port: z.number().int().min(0).max(65535).default(8787),
@@ -8,6 +8,8 @@ export const HubOptionsSchema = z.object({
   /** Largest accepted frame; bigger ones get `frame_too_large` and a close. */
   maxFrameBytes: z.number().int().positive().default(MAX_FRAME_BYTES),
   maxBatchEvents: z.number().int().positive().default(MAX_BATCH_EVENTS),
+  /** Largest payload of one event (bytes of its JSON); a bigger event is rejected alone (`payload_too_large`). */
+  maxEventBytes: z.number().int().positive().default(MAX_EVENT_PAYLOAD_BYTES),
   /**
    * Most events in one frame. Frames are also sized in bytes to about a second of
    * the device's measured reading (8 KiB up to maxFrameBytes; see flow-control.ts).
@@ -28,6 +30,8 @@ export const HubOptionsSchema = z.object({
   pingIntervalMs: z.number().int().positive().default(PING_INTERVAL_MS),
   /** Recent events kept in memory per project, so readers near the head never touch the store. */
   tailEvents: z.number().int().positive().default(10_000),
+  /** ...and at most this many bytes of them (the oldest go first): memory is bounded in bytes, not only in events. */
+  tailBytes: z.number().int().positive().default(16 * 1024 * 1024),
   /** How often the tokens of open sockets are checked for revocation (their sockets are then closed). */
   revocationCheckMs: z.number().int().positive().default(500),
   /** Upper bound of events in one group commit, so one transaction never holds the writer long. */

@@ -155,7 +155,7 @@ export class Connection implements Subscriber {
 
     const rejected: Rejection[] = [];
     const accepted = push.events.filter((e) => {
-      const reason = rejectReason(e);
+      const reason = rejectReason(e, this.deps.options.maxEventBytes);
       if (reason) rejected.push({ clientActionId: e.clientActionId, reason });
       return !reason;
     });

@@ -103,7 +103,7 @@ export class Hub {
     let loading = this.loadingChannels.get(project);
     if (!loading) {
       loading = this.store.headSeq(project).then((head) => {
-        const ch = new ProjectChannel(project, head, this.options.tailEvents, this.options.pageEvents, this.options.maxFrameBytes);
+        const ch = new ProjectChannel(project, head, this.options.tailEvents, this.options.pageEvents, this.options.maxFrameBytes, undefined, this.options.tailBytes);
         ch.source = {
           read: (afterSeq, limit) => this.store.readAfter(project, afterSeq, limit),
           onError: (err) => this.log.warn({ project, err: String(err) }, 'catching up with the store failed; retrying'),

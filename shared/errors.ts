@@ -44,6 +44,8 @@ export const RejectReason = {
   InvalidTimestamp: 'invalid_timestamp',
   /** newData/previousData nest deeper than MAX_PAYLOAD_DEPTH. */
   InvalidPayload: 'invalid_payload',
+  /** The payload's JSON is larger than the hub's maxEventBytes. */
+  PayloadTooLarge: 'payload_too_large',
 } as const;
 export type RejectReason = (typeof RejectReason)[keyof typeof RejectReason];
 
