@@ -32,6 +32,12 @@ export const HubOptionsSchema = z.object({
   tailEvents: z.number().int().positive().default(10_000),
   /** ...and at most this many bytes of them (the oldest go first): memory is bounded in bytes, not only in events. */
   tailBytes: z.number().int().positive().default(16 * 1024 * 1024),
+  /** Open sockets in all; an upgrade past it gets HTTP 429 before a socket exists. */
+  maxConnections: z.number().int().positive().default(50_000),
+  /** Open sockets per token (a token shared by a household's devices is fine; a leaked one cannot take the hub). */
+  maxConnectionsPerToken: z.number().int().positive().default(1_000),
+  /** Failed authentications (401/403) per remote address per minute; past it, upgrades from there get 429 (generous: devices behind one NAT share an address). */
+  maxAuthFailuresPerMinute: z.number().int().positive().default(100),
   /** How often the tokens of open sockets are checked for revocation (their sockets are then closed). */
   revocationCheckMs: z.number().int().positive().default(500),
   /** Upper bound of events in one group commit, so one transaction never holds the writer long. */

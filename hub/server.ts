@@ -7,6 +7,7 @@ import { WebSocketServer } from 'ws';
 import { ErrorCode } from '../shared/errors.ts';
 import { silentLogger, type Logger } from '../shared/log.ts';
 import { HubOptionsSchema, type HubOptions, type HubOptionsInput } from './config.ts';
+import { AuthFailureLimiter, TokenConnections } from './admission.ts';
 import { GroupCommitter } from './commit.ts';
 import { Connection } from './connection.ts';
 import { ProjectChannel } from './fanout.ts';
@@ -15,6 +16,7 @@ import type { EventStore } from './store/event-store.ts';
 import { authenticate } from './tokens.ts';
 
 const SYNC_PATH_RE = /^\/v1\/projects\/([^/]+)\/sync$/;
+const STATUS_TEXT: Record<number, string> = { 401: 'Unauthorized', 403: 'Forbidden', 404: 'Not Found', 429: 'Too Many Requests', 503: 'Service Unavailable' };
 
 export class Hub {
   readonly options: HubOptions;
@@ -28,6 +30,8 @@ export class Hub {
   private pingTimer: NodeJS.Timeout | null = null;
   private stallTimer: NodeJS.Timeout | null = null;
   private revocationTimer: NodeJS.Timeout | null = null;
+  private readonly authFailures: AuthFailureLimiter;
+  private readonly tokenConnections = new TokenConnections();
   private checkingRevocations = false;
   private stopping = false;
 
@@ -37,6 +41,7 @@ export class Hub {
     private readonly log: Logger = silentLogger,
   ) {
     this.options = HubOptionsSchema.parse(options);
+    this.authFailures = new AuthFailureLimiter(this.options.maxAuthFailuresPerMinute);
     this.metrics = createMetrics();
     this.committer = new GroupCommitter(store, this.options.commitMaxEvents, (committed, ms, count) => {
       this.metrics.commits.observe(ms / 1000);
@@ -162,16 +167,23 @@ export class Hub {
 
   private async onUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): Promise<void> {
     socket.on('error', () => socket.destroy());
+    const address = req.socket.remoteAddress ?? 'unknown';
+    // For the audit line: the token's id (its public part), never the secret.
+    const tokenId = /^Bearer\s+shub_([0-9a-f]{16})_/i.exec(req.headers.authorization ?? '')?.[1] ?? null;
     const refuse = (status: number, reason: string) => {
       this.metrics.authFailures.inc({ status: String(status) });
-      this.log.info({ status, reason, url: req.url }, 'upgrade refused');
+      if (status === 401 || status === 403) this.authFailures.record(address, Date.now());
+      this.log[status === 404 || status === 503 ? 'info' : 'warn']({ status, reason, url: req.url, remoteAddress: address, tokenId }, 'upgrade refused');
       const body = JSON.stringify({ error: reason });
       socket.end(
-        `HTTP/1.1 ${status} ${status === 401 ? 'Unauthorized' : status === 403 ? 'Forbidden' : status === 404 ? 'Not Found' : 'Service Unavailable'}\r\n` +
+        `HTTP/1.1 ${status} ${STATUS_TEXT[status] ?? 'Error'}\r\n` +
           `Content-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`,
       );
     };
     if (this.stopping) return refuse(503, 'hub is shutting down');
+    // Limits before any work: a flood of upgrades costs a header parse each.
+    if (this.authFailures.blocked(address, Date.now())) return refuse(429, 'too many failed authentications from this address; retry later');
+    if (this.connections.size >= this.options.maxConnections) return refuse(429, 'the hub is at its connection limit; retry later');
     const match = SYNC_PATH_RE.exec((req.url ?? '').split('?')[0]!);
     if (!match) return refuse(404, 'no such endpoint');
     let project: string;
@@ -190,6 +202,17 @@ export class Hub {
     }
     if (!auth.ok) return refuse(auth.status, auth.reason);
     if (this.stopping) return refuse(503, 'hub is shutting down');
+    const token = auth.token;
+    if (!this.tokenConnections.admit(token.id, this.options.maxConnectionsPerToken)) {
+      return refuse(429, `this token has ${this.options.maxConnectionsPerToken} connections open already`);
+    }
+    // Released once: when the socket closes, or if the upgrade never completes.
+    let released = false;
+    const release = () => {
+      if (!released) this.tokenConnections.release(token.id);
+      released = true;
+    };
+    socket.once('close', release);
     this.wss.handleUpgrade(req, socket, head, (ws) => {
       const conn = new Connection(ws, socket, project, { id: auth.token.id, role: auth.token.role }, {
         options: this.options,
@@ -205,6 +228,7 @@ export class Hub {
       ws.on('close', () => {
         this.connections.delete(conn);
         this.metrics.connections.dec();
+        release();
       });
     });
   }
