@@ -32,6 +32,14 @@ export const HubOptionsSchema = z.object({
   tailEvents: z.number().int().positive().default(10_000),
   /** ...and at most this many bytes of them (the oldest go first): memory is bounded in bytes, not only in events. */
   tailBytes: z.number().int().positive().default(16 * 1024 * 1024),
+  /**
+   * Events per second one connection may push (a token bucket holding a second of them, at least
+   * one full push). Over it the hub stops reading that socket until the bucket refills: nothing is
+   * dropped and other devices are not slowed.
+   */
+  maxEventsPerSecond: z.number().int().positive().default(20_000),
+  /** A client over its rate for this long without a pause is closed (`rate_limited`). */
+  floodMs: z.number().int().positive().default(60_000),
   /** Open sockets in all; an upgrade past it gets HTTP 429 before a socket exists. */
   maxConnections: z.number().int().positive().default(50_000),
   /** Open sockets per token (a token shared by a household's devices is fine; a leaked one cannot take the hub). */

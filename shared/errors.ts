@@ -26,6 +26,8 @@ export const ErrorCode = {
   StoreUnavailable: 'store_unavailable',
   /** The connection's token was revoked while it was open. */
   TokenRevoked: 'token_revoked',
+  /** The client stayed over its events/s (maxEventsPerSecond) for floodMs. */
+  RateLimited: 'rate_limited',
   /** The hub is shutting down. Reconnect later. */
   ShuttingDown: 'shutting_down',
   /** An unexpected failure inside the hub. */
