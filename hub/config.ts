@@ -40,6 +40,11 @@ export const HubOptionsSchema = z.object({
   maxEventsPerSecond: z.number().int().positive().default(20_000),
   /** A client over its rate for this long without a pause is closed (`rate_limited`). */
   floodMs: z.number().int().positive().default(60_000),
+  /**
+   * Browser origins allowed to open a socket (exact `Origin` values); others get 403. Null: any
+   * origin, since the token is the credential. Clients that send no Origin (agents) are unaffected.
+   */
+  allowedOrigins: z.array(z.string().min(1)).nullable().default(null),
   /** Open sockets in all; an upgrade past it gets HTTP 429 before a socket exists. */
   maxConnections: z.number().int().positive().default(50_000),
   /** Open sockets per token (a token shared by a household's devices is fine; a leaked one cannot take the hub). */

@@ -16,6 +16,22 @@ import type { EventStore } from './store/event-store.ts';
 import { authenticate } from './tokens.ts';
 
 const SYNC_PATH_RE = /^\/v1\/projects\/([^/]+)\/sync$/;
+/** The subprotocol the hub selects for clients that authenticate with one (browsers). */
+const SUBPROTOCOL = 'synchub.v1';
+const BEARER_PROTOCOL = 'synchub.bearer.';
+
+/**
+ * A browser cannot set headers on a WebSocket: it offers the token as a subprotocol instead, beside
+ * `synchub.v1`. Returned as an Authorization header value, checked exactly as one.
+ */
+function bearerFromSubprotocols(header: string | undefined): string | undefined {
+  if (!header) return undefined;
+  const offered = header.split(',').map((p) => p.trim());
+  if (!offered.includes(SUBPROTOCOL)) return undefined;
+  const bearer = offered.find((p) => p.startsWith(BEARER_PROTOCOL));
+  return bearer && `Bearer ${bearer.slice(BEARER_PROTOCOL.length)}`;
+}
+
 const STATUS_TEXT: Record<number, string> = { 401: 'Unauthorized', 403: 'Forbidden', 404: 'Not Found', 429: 'Too Many Requests', 503: 'Service Unavailable' };
 
 export class Hub {
@@ -53,7 +69,12 @@ export class Hub {
     });
     // The server accepts frames up to twice the limit so that a frame just over it
     // gets a clear `frame_too_large` error; past that ws closes with 1009 unread.
-    this.wss = new WebSocketServer({ noServer: true, maxPayload: this.options.maxFrameBytes * 2 });
+    this.wss = new WebSocketServer({
+      noServer: true,
+      maxPayload: this.options.maxFrameBytes * 2,
+      // A browser offers `synchub.v1` and `synchub.bearer.<token>`: select the first, never echo the token.
+      handleProtocols: (protocols) => (protocols.has(SUBPROTOCOL) ? SUBPROTOCOL : false),
+    });
     this.http = createServer((req, res) =>
       this.onRequest(req, res).catch((err: unknown) => {
         this.log.warn({ err: String(err) }, 'request failed');
@@ -169,7 +190,7 @@ export class Hub {
     socket.on('error', () => socket.destroy());
     const address = req.socket.remoteAddress ?? 'unknown';
     // For the audit line: the token's id (its public part), never the secret.
-    const tokenId = /^Bearer\s+shub_([0-9a-f]{16})_/i.exec(req.headers.authorization ?? '')?.[1] ?? null;
+    const tokenId = /^Bearer\s+shub_([0-9a-f]{16})_/i.exec(req.headers.authorization ?? bearerFromSubprotocols(req.headers['sec-websocket-protocol']) ?? '')?.[1] ?? null;
     const refuse = (status: number, reason: string) => {
       this.metrics.authFailures.inc({ status: String(status) });
       if (status === 401 || status === 403) this.authFailures.record(address, Date.now());
@@ -192,9 +213,13 @@ export class Hub {
     } catch {
       return refuse(404, 'no such endpoint');
     }
+    const origin = req.headers.origin;
+    if (origin !== undefined && this.options.allowedOrigins && !this.options.allowedOrigins.includes(origin)) {
+      return refuse(403, `origin ${origin} is not allowed`);
+    }
     let auth: Awaited<ReturnType<typeof authenticate>>;
     try {
-      auth = await authenticate(this.store, req.headers.authorization, project);
+      auth = await authenticate(this.store, req.headers.authorization ?? bearerFromSubprotocols(req.headers['sec-websocket-protocol']), project);
     } catch (err) {
       // The store cannot be read (PostgreSQL down): the device retries later, as on a shutdown.
       this.log.warn({ err: String(err) }, 'token lookup failed');
