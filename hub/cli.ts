@@ -3,19 +3,29 @@ import { existsSync } from 'node:fs';
 import { z } from 'zod';
 import { SyncError } from '../shared/errors.ts';
 import { parseCommand, portFlag, UsageError } from '../shared/cli.ts';
-import { createLogger } from '../shared/log.ts';
+import { createLogger, type Logger } from '../shared/log.ts';
 import { Hub } from './server.ts';
 import type { EventStore } from './store/event-store.ts';
+import { PostgresEventStore, redact } from './store/postgres.ts';
 import { SqliteEventStore } from './store/sqlite.ts';
 import { assertProjectName, createToken } from './tokens.ts';
 
 const DEFAULT_DB = './data/hub.db';
 
 const storeFlags = { db: { type: 'string' }, postgres: { type: 'string' } } as const;
-const storeSchema = { db: z.string().min(1).optional(), postgres: z.string().optional() };
+const storeSchema = {
+  db: z.string().min(1).optional(),
+  postgres: z
+    .string()
+    .regex(/^postgres(ql)?:\/\//, 'expected a postgres:// or postgresql:// URL')
+    .optional(),
+};
 
-function openStore(flags: { db?: string; postgres?: string }, create = false): EventStore {
-  if (flags.postgres !== undefined) throw new UsageError('--postgres is not available in this version; use --db (SQLite)');
+async function openStore(flags: { db?: string; postgres?: string }, create = false, log?: Logger): Promise<EventStore> {
+  if (flags.postgres !== undefined) {
+    if (flags.db !== undefined) throw new UsageError('give either --db (SQLite) or --postgres (PostgreSQL), not both');
+    return PostgresEventStore.open(flags.postgres, log);
+  }
   const path = flags.db ?? DEFAULT_DB;
   // Only `serve` and `project create` may create the database: any other admin command
   // on a missing (e.g. mistyped) --db fails instead of leaving a new empty hub db behind.
@@ -24,7 +34,7 @@ function openStore(flags: { db?: string; postgres?: string }, create = false): E
 }
 
 const USAGE = `usage:
-  synchub hub serve [--port 8787] [--host 127.0.0.1] [--db ./data/hub.db] [--retain-events N]
+  synchub hub serve [--port 8787] [--host 127.0.0.1] [--db ./data/hub.db | --postgres postgres://...] [--retain-events N]
   synchub hub project create <project> [--db ...]
   synchub hub project list [--db ...]
   synchub hub token create --project <project> [--role read|write|admin] [--db ...]
@@ -61,15 +71,15 @@ async function serve(argv: string[]): Promise<void> {
     }),
   );
   const log = createLogger('synchub-hub');
-  const store = openStore(flags, true);
+  const store = await openStore(flags, true, log);
   const hub = new Hub(store, { port: flags.port, host: flags.host, retainEvents: flags['retain-events'] }, log);
   const port = await hub.listen();
-  const db = flags.db ?? DEFAULT_DB;
+  const db = flags.postgres !== undefined ? `--postgres ${redact(flags.postgres)}` : `--db ${flags.db ?? DEFAULT_DB}`;
   process.stdout.write(
     `synchub hub listening on ws://${flags.host}:${port}  (store: ${db})\n` +
       `  health:  http://${flags.host}:${port}/healthz   metrics: http://${flags.host}:${port}/metrics\n` +
-      `  connect: npx synchub hub project create myproj --db ${db}\n` +
-      `           npx synchub hub token create --project myproj --db ${db} > token.txt\n` +
+      `  connect: npx synchub hub project create myproj ${db}\n` +
+      `           npx synchub hub token create --project myproj ${db} > token.txt\n` +
       `           npx synchub agent run --db app.db --hub ws://${flags.host}:${port} --project myproj --token-file token.txt\n`,
   );
   await new Promise<void>((resolve) => {
@@ -102,7 +112,7 @@ const projectArg = z.string().superRefine((name, ctx) => {
 });
 
 async function withStore<T>(flags: { db?: string; postgres?: string }, fn: (store: EventStore) => Promise<T>, create = false): Promise<T> {
-  const store = openStore(flags, create);
+  const store = await openStore(flags, create);
   try {
     return await fn(store);
   } finally {

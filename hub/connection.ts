@@ -14,6 +14,7 @@ import { FlowControl, type Wire } from './flow-control.ts';
 import type { GroupCommitter } from './commit.ts';
 import type { HubMetrics } from './metrics.ts';
 import type { EventStore, Role, SnapshotReader } from './store/event-store.ts';
+import { EventBucket } from './rate-limit.ts';
 import { decideResume } from './resume-check.ts';
 import { snapshotFrame } from './snapshot-frame.ts';
 import { rejectReason } from './validate-event.ts';
@@ -58,18 +59,26 @@ export class Connection implements Subscriber {
   awaitingPong = false;
   private log: Logger;
   private early: PushFrame[] = [];
+  private readonly bucket: EventBucket;
+  private resumeTimer: NodeJS.Timeout | null = null;
   private helloTimer: NodeJS.Timeout;
 
   constructor(
     private readonly ws: WebSocket,
-    /** The socket under `ws`: bytes of an upload still arriving count as a sign of life, not only whole messages. */
-    socket: Duplex,
+    /**
+     * The socket under `ws`: bytes of an upload still arriving count as a sign of life, not only
+     * whole messages; and reading it stops while the client is over its rate.
+     */
+    private readonly socket: Duplex,
     readonly project: string,
-    private readonly role: Role,
+    /** The token this socket was opened with: its role, and its id (device binding, revocation). */
+    readonly token: { id: string; role: Role },
     private readonly deps: ConnectionDeps,
   ) {
     this.log = deps.log.child({ project });
     this.flow = new FlowControl(deps.options.maxFrameBytes, deps.options.highWaterBytes);
+    const { maxEventsPerSecond, maxBatchEvents, floodMs } = deps.options;
+    this.bucket = new EventBucket(maxEventsPerSecond, Math.max(maxEventsPerSecond, maxBatchEvents), floodMs, performance.now());
     this.wire = {
       send: (data, fin, done) => ws.send(data, { binary: false, fin }, done),
       ping: (payload) => ws.ping(payload),
@@ -119,9 +128,18 @@ export class Connection implements Subscriber {
     clearTimeout(this.helloTimer);
     this.state = ConnState.Greeting;
     this.deviceId = hello.deviceId;
+    // Device ids are visible in the stream: without this, any member could push under another
+    // device's id, take the dedup keys it will use, and have its real changes answered `duplicate`.
+    if (!(await this.deps.store.bindDevice(this.project, hello.deviceId, this.token.id, new Date().toISOString()))) {
+      return this.fail(ErrorCode.Forbidden, `device id ${hello.deviceId} belongs to another token in this project`);
+    }
+    if (this.isClosed()) return;
     const channel = await this.deps.channel(this.project);
     if (this.isClosed()) return;
-    const decision = await decideResume(this.deps.store, this.project, hello, channel.head);
+    // With several hub nodes this node may not have heard of the latest commits yet: ask the store.
+    const head = hello.afterSeq > channel.head ? await this.deps.store.headSeq(this.project) : channel.head;
+    if (this.isClosed()) return;
+    const decision = await decideResume(this.deps.store, this.project, hello, head);
     if (this.isClosed()) return;
     if (decision.kind === 'refuse') return this.fail(decision.code, decision.message);
     this.state = ConnState.Streaming;
@@ -138,20 +156,24 @@ export class Connection implements Subscriber {
     // Subscribe before sending anything: every commit from here on wakes us, and the
     // cursor decides what is sent, so the backlog-to-live switch has no gap or duplicate.
     channel.subscribers.add(this);
-    this.send(JSON.stringify({ type: 'welcome', project: this.project, deviceId: hello.deviceId, headSeq: channel.head }));
-    this.log.info({ afterSeq: hello.afterSeq, headSeq: channel.head }, 'device connected');
+    channel.sync(head);
+    const headSeq = Math.max(head, channel.head);
+    this.send(JSON.stringify({ type: 'welcome', project: this.project, deviceId: hello.deviceId, headSeq }));
+    this.log.info({ afterSeq: hello.afterSeq, headSeq }, 'device connected');
     for (const push of this.early.splice(0)) this.onPush(push);
     this.wake();
   }
 
   private onPush(push: PushFrame): void {
-    if (this.role === 'read') return this.fail(ErrorCode.Forbidden, 'this token is read-only and cannot push');
+    if (this.token.role === 'read') return this.fail(ErrorCode.Forbidden, 'this token is read-only and cannot push');
     const max = this.deps.options.maxBatchEvents;
     if (push.events.length > max) return this.fail(ErrorCode.BatchTooLarge, `push of ${push.events.length} events exceeds the limit of ${max}`);
 
+    this.limitRate(push.events.length);
+    if (this.isClosed()) return;
     const rejected: Rejection[] = [];
     const accepted = push.events.filter((e) => {
-      const reason = rejectReason(e);
+      const reason = rejectReason(e, this.deps.options.maxEventBytes);
       if (reason) rejected.push({ clientActionId: e.clientActionId, reason });
       return !reason;
     });
@@ -174,6 +196,23 @@ export class Connection implements Subscriber {
         this.fail(ErrorCode.StoreUnavailable, 'the hub could not store this push; retry later', CloseCode.Internal);
       },
     );
+  }
+
+  /** Over its events/s: stop reading this socket until the bucket refills (or close a client that keeps at it). */
+  private limitRate(events: number): void {
+    const waitMs = this.bucket.take(events, performance.now());
+    if (waitMs === 0) return;
+    this.deps.metrics.rateLimited.inc();
+    if (waitMs < 0) {
+      const { maxEventsPerSecond, floodMs } = this.deps.options;
+      return this.fail(ErrorCode.RateLimited, `over ${maxEventsPerSecond} events/s for ${floodMs} ms`);
+    }
+    if (this.resumeTimer) return;
+    this.socket.pause();
+    this.resumeTimer = setTimeout(() => {
+      this.resumeTimer = null;
+      if (!this.isClosed()) this.socket.resume();
+    }, waitMs);
   }
 
   private sendAck(batch: number, acks: Ack[], rejected: Rejection[]): void {
@@ -313,6 +352,7 @@ export class Connection implements Subscriber {
   private detach(): void {
     this.closeSnapshot();
     this.state = ConnState.Closed;
+    if (this.resumeTimer) clearTimeout(this.resumeTimer);
     this.channel?.subscribers.delete(this);
     clearTimeout(this.helloTimer);
   }

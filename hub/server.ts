@@ -1,11 +1,13 @@
 // The hub: an HTTP server whose upgrade handler authenticates before any socket
-// exists, then hands each socket to a Connection. Also /healthz and /metrics.
+// exists, then hands each socket to a Connection. Also /healthz, /readyz and /metrics.
 import { createServer, type IncomingMessage, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { WebSocketServer } from 'ws';
+import { ErrorCode } from '../shared/errors.ts';
 import { silentLogger, type Logger } from '../shared/log.ts';
 import { HubOptionsSchema, type HubOptions, type HubOptionsInput } from './config.ts';
+import { AuthFailureLimiter, TokenConnections } from './admission.ts';
 import { GroupCommitter } from './commit.ts';
 import { Connection } from './connection.ts';
 import { ProjectChannel } from './fanout.ts';
@@ -15,6 +17,23 @@ import { Retention } from './retention.ts';
 import { authenticate } from './tokens.ts';
 
 const SYNC_PATH_RE = /^\/v1\/projects\/([^/]+)\/sync$/;
+/** The subprotocol the hub selects for clients that authenticate with one (browsers). */
+const SUBPROTOCOL = 'synchub.v1';
+const BEARER_PROTOCOL = 'synchub.bearer.';
+
+/**
+ * A browser cannot set headers on a WebSocket: it offers the token as a subprotocol instead, beside
+ * `synchub.v1`. Returned as an Authorization header value, checked exactly as one.
+ */
+function bearerFromSubprotocols(header: string | undefined): string | undefined {
+  if (!header) return undefined;
+  const offered = header.split(',').map((p) => p.trim());
+  if (!offered.includes(SUBPROTOCOL)) return undefined;
+  const bearer = offered.find((p) => p.startsWith(BEARER_PROTOCOL));
+  return bearer && `Bearer ${bearer.slice(BEARER_PROTOCOL.length)}`;
+}
+
+const STATUS_TEXT: Record<number, string> = { 401: 'Unauthorized', 403: 'Forbidden', 404: 'Not Found', 429: 'Too Many Requests', 503: 'Service Unavailable' };
 
 export class Hub {
   readonly options: HubOptions;
@@ -28,6 +47,10 @@ export class Hub {
   private pingTimer: NodeJS.Timeout | null = null;
   private stallTimer: NodeJS.Timeout | null = null;
   private retention: Retention | null = null;
+  private revocationTimer: NodeJS.Timeout | null = null;
+  private readonly authFailures: AuthFailureLimiter;
+  private readonly tokenConnections = new TokenConnections();
+  private checkingRevocations = false;
   private stopping = false;
 
   constructor(
@@ -36,6 +59,7 @@ export class Hub {
     private readonly log: Logger = silentLogger,
   ) {
     this.options = HubOptionsSchema.parse(options);
+    this.authFailures = new AuthFailureLimiter(this.options.maxAuthFailuresPerMinute);
     this.metrics = createMetrics();
     this.committer = new GroupCommitter(store, this.options.commitMaxEvents, (committed, ms, count) => {
       this.metrics.commits.observe(ms / 1000);
@@ -47,8 +71,18 @@ export class Hub {
     });
     // The server accepts frames up to twice the limit so that a frame just over it
     // gets a clear `frame_too_large` error; past that ws closes with 1009 unread.
-    this.wss = new WebSocketServer({ noServer: true, maxPayload: this.options.maxFrameBytes * 2 });
-    this.http = createServer((req, res) => void this.onRequest(req, res));
+    this.wss = new WebSocketServer({
+      noServer: true,
+      maxPayload: this.options.maxFrameBytes * 2,
+      // A browser offers `synchub.v1` and `synchub.bearer.<token>`: select the first, never echo the token.
+      handleProtocols: (protocols) => (protocols.has(SUBPROTOCOL) ? SUBPROTOCOL : false),
+    });
+    this.http = createServer((req, res) =>
+      this.onRequest(req, res).catch((err: unknown) => {
+        this.log.warn({ err: String(err) }, 'request failed');
+        if (!res.headersSent) res.writeHead(500).end();
+      }),
+    );
     this.http.on('upgrade', (req, socket, head) => void this.onUpgrade(req, socket, head));
   }
 
@@ -77,6 +111,21 @@ export class Hub {
       this.retention.start();
       void this.retention.runOnce();
     }
+    // Revocation is live: a revoked token's open sockets are closed within revocationCheckMs (plus a query).
+    this.revocationTimer = setInterval(() => void this.closeRevoked(), this.options.revocationCheckMs);
+    this.revocationTimer.unref();
+    // Several nodes on one store: commits of the others reach this node's channels here.
+    this.store.watchCommits?.({
+      onCommit: (project, head) => this.channels.get(project)?.sync(head),
+      onResync: () => {
+        for (const [project, ch] of this.channels) {
+          this.store.headSeq(project).then(
+            (head) => ch.sync(head),
+            (err: unknown) => this.log.warn({ project, err: String(err) }, 'reading a head after a resync failed'),
+          );
+        }
+      },
+    });
     const port = (this.http.address() as AddressInfo).port;
     this.log.info({ host: this.options.host, port }, 'hub listening');
     return port;
@@ -89,7 +138,11 @@ export class Hub {
     let loading = this.loadingChannels.get(project);
     if (!loading) {
       loading = this.store.headSeq(project).then((head) => {
-        const ch = new ProjectChannel(project, head, this.options.tailEvents, this.options.pageEvents, this.options.maxFrameBytes);
+        const ch = new ProjectChannel(project, head, this.options.tailEvents, this.options.pageEvents, this.options.maxFrameBytes, undefined, this.options.tailBytes);
+        ch.source = {
+          read: (afterSeq, limit) => this.store.readAfter(project, afterSeq, limit),
+          onError: (err) => this.log.warn({ project, err: String(err) }, 'catching up with the store failed; retrying'),
+        };
         this.channels.set(project, ch);
         return ch;
       });
@@ -104,6 +157,10 @@ export class Hub {
     if (req.method === 'GET' && path === '/healthz') {
       res.writeHead(this.stopping ? 503 : 200, { 'content-type': 'application/json' });
       res.end(JSON.stringify({ ok: !this.stopping, connections: this.connections.size }));
+    } else if (req.method === 'GET' && path === '/readyz') {
+      const ready = this.ready();
+      res.writeHead(ready ? 200 : 503, { 'content-type': 'application/json' });
+      res.end(JSON.stringify({ ready, stopping: this.stopping, store: this.store.isReady?.() ?? true }));
     } else if (req.method === 'GET' && path === '/metrics') {
       res.writeHead(200, { 'content-type': this.metrics.registry.contentType });
       res.end(await this.metrics.registry.metrics());
@@ -113,18 +170,50 @@ export class Hub {
     }
   }
 
+  /** Close the sockets of tokens revoked since they connected (by any process writing the store). */
+  private async closeRevoked(): Promise<void> {
+    if (this.checkingRevocations || this.connections.size === 0) return;
+    this.checkingRevocations = true;
+    try {
+      const ids = [...new Set([...this.connections].map((c) => c.token.id))];
+      const revoked = new Set(await this.store.revokedTokens(ids));
+      if (revoked.size === 0) return;
+      for (const c of this.connections) {
+        if (!revoked.has(c.token.id)) continue;
+        this.log.warn({ tokenId: c.token.id, deviceId: c.deviceId, project: c.project }, 'closing a connection whose token was revoked');
+        c.fail(ErrorCode.TokenRevoked, 'the token of this connection was revoked');
+      }
+    } catch (err) {
+      this.log.warn({ err: String(err) }, 'checking for revoked tokens failed');
+    } finally {
+      this.checkingRevocations = false;
+    }
+  }
+
+  /** Ready for traffic: not shutting down, and the store reachable (with PostgreSQL: the LISTEN link up). */
+  ready(): boolean {
+    return !this.stopping && (this.store.isReady?.() ?? true);
+  }
+
   private async onUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): Promise<void> {
     socket.on('error', () => socket.destroy());
+    const address = req.socket.remoteAddress ?? 'unknown';
+    // For the audit line: the token's id (its public part), never the secret.
+    const tokenId = /^Bearer\s+shub_([0-9a-f]{16})_/i.exec(req.headers.authorization ?? bearerFromSubprotocols(req.headers['sec-websocket-protocol']) ?? '')?.[1] ?? null;
     const refuse = (status: number, reason: string) => {
       this.metrics.authFailures.inc({ status: String(status) });
-      this.log.info({ status, reason, url: req.url }, 'upgrade refused');
+      if (status === 401 || status === 403) this.authFailures.record(address, Date.now());
+      this.log[status === 404 || status === 503 ? 'info' : 'warn']({ status, reason, url: req.url, remoteAddress: address, tokenId }, 'upgrade refused');
       const body = JSON.stringify({ error: reason });
       socket.end(
-        `HTTP/1.1 ${status} ${status === 401 ? 'Unauthorized' : status === 403 ? 'Forbidden' : status === 404 ? 'Not Found' : 'Service Unavailable'}\r\n` +
+        `HTTP/1.1 ${status} ${STATUS_TEXT[status] ?? 'Error'}\r\n` +
           `Content-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`,
       );
     };
     if (this.stopping) return refuse(503, 'hub is shutting down');
+    // Limits before any work: a flood of upgrades costs a header parse each.
+    if (this.authFailures.blocked(address, Date.now())) return refuse(429, 'too many failed authentications from this address; retry later');
+    if (this.connections.size >= this.options.maxConnections) return refuse(429, 'the hub is at its connection limit; retry later');
     const match = SYNC_PATH_RE.exec((req.url ?? '').split('?')[0]!);
     if (!match) return refuse(404, 'no such endpoint');
     let project: string;
@@ -133,11 +222,33 @@ export class Hub {
     } catch {
       return refuse(404, 'no such endpoint');
     }
-    const auth = await authenticate(this.store, req.headers.authorization, project);
+    const origin = req.headers.origin;
+    if (origin !== undefined && this.options.allowedOrigins && !this.options.allowedOrigins.includes(origin)) {
+      return refuse(403, `origin ${origin} is not allowed`);
+    }
+    let auth: Awaited<ReturnType<typeof authenticate>>;
+    try {
+      auth = await authenticate(this.store, req.headers.authorization ?? bearerFromSubprotocols(req.headers['sec-websocket-protocol']), project);
+    } catch (err) {
+      // The store cannot be read (PostgreSQL down): the device retries later, as on a shutdown.
+      this.log.warn({ err: String(err) }, 'token lookup failed');
+      return refuse(503, 'store unavailable');
+    }
     if (!auth.ok) return refuse(auth.status, auth.reason);
     if (this.stopping) return refuse(503, 'hub is shutting down');
+    const token = auth.token;
+    if (!this.tokenConnections.admit(token.id, this.options.maxConnectionsPerToken)) {
+      return refuse(429, `this token has ${this.options.maxConnectionsPerToken} connections open already`);
+    }
+    // Released once: when the socket closes, or if the upgrade never completes.
+    let released = false;
+    const release = () => {
+      if (!released) this.tokenConnections.release(token.id);
+      released = true;
+    };
+    socket.once('close', release);
     this.wss.handleUpgrade(req, socket, head, (ws) => {
-      const conn = new Connection(ws, socket, project, auth.token.role, {
+      const conn = new Connection(ws, socket, project, { id: auth.token.id, role: auth.token.role }, {
         options: this.options,
         store: this.store,
         committer: this.committer,
@@ -151,6 +262,7 @@ export class Hub {
       ws.on('close', () => {
         this.connections.delete(conn);
         this.metrics.connections.dec();
+        release();
       });
     });
   }
@@ -166,6 +278,7 @@ export class Hub {
     if (this.pingTimer) clearInterval(this.pingTimer);
     if (this.stallTimer) clearInterval(this.stallTimer);
     this.retention?.stop();
+    if (this.revocationTimer) clearInterval(this.revocationTimer);
     const httpClosed = new Promise<void>((resolve) => this.http.close(() => resolve()));
     await this.committer.drain();
     // Acks are queued on the sockets; close() sends them before the close frame.

@@ -60,6 +60,14 @@ export interface TokenRecord {
   revokedAt: string | null;
 }
 
+/** What a store shared by several hub nodes tells each node. */
+export interface CommitWatcher {
+  /** Some node committed: the project's head is now `head` (events up to it are readable). */
+  onCommit(project: string, head: number): void;
+  /** Commits may have gone unheard (the notification link was down): re-read every head. */
+  onResync(): void;
+}
+
 export interface EventStore {
   /**
    * Commit every group in one transaction: seqs are assigned per project in
@@ -106,6 +114,23 @@ export interface EventStore {
   listTokens(project: string): Promise<TokenRecord[]>;
   /** Marks the token revoked; false when there is no such token. */
   revokeToken(id: string, at: string): Promise<boolean>;
+  /** Of these token ids, the ones that are revoked or no longer exist (open sockets of those are closed). */
+  revokedTokens(ids: string[]): Promise<string[]>;
+
+  /**
+   * A device id belongs to the token that first used it in a project: binds it when it is new, or
+   * when the token holding it was revoked (a device given a new token keeps its id). True when the
+   * device id is (now) bound to `tokenId`, false when another live token holds it.
+   */
+  bindDevice(project: string, deviceId: string, tokenId: string, at: string): Promise<boolean>;
+
+  /**
+   * Stores that several hub nodes share (PostgreSQL) report commits made by any node here.
+   * Absent for a store only this process writes (SQLite): its commits are all local.
+   */
+  watchCommits?(watcher: CommitWatcher): void;
+  /** False while the store cannot be reached (readyz answers 503). Absent: always ready. */
+  isReady?(): boolean;
 
   close(): Promise<void>;
 }

@@ -33,5 +33,5 @@ describe('chaos', () => {
       expect(b.events).toBe(shortConfig(seed).backlogEvents);
       expect(b.advances).toBeGreaterThan(0);
     }
-  }, 115_000);
+  }, 180_000);
 });

@@ -1,8 +1,9 @@
-// The chaos harness: a real hub process, N real agent processes (`synchub agent run`), each with
+// The chaos harness: a real hub process (or two nodes on PostgreSQL), N real agent processes (`synchub agent run`), each with
 // its own app DB written by its own writer process (writer.ts), and a fault proxy (proxy.ts)
 // between each agent and the hub. While the writers write, faults are injected at random (seeded):
 //
-//   hub_kill     kill -9 of the hub, restarted on the same port after a moment
+//   hub_kill     kill -9 of the hub (of one node, with two on PostgreSQL), restarted on the same
+//                port after a moment
 //   agent_kill   kill -9 of one agent, restarted after a moment
 //   link_cut     one device's link reset and refused for a while
 //   link_stall   one device's link black-holed for a while (no bytes, no FIN, no RST)
@@ -22,6 +23,8 @@
 //   slow_backlog one device goes offline, a bulk loader pushes a backlog (20,000 events in the soak)
 //                straight to the hub, then the device comes back behind a 3 KB/s link for minutes:
 //                its cursor must keep moving (not be dropped as a slow consumer over and over)
+//   pg_conn_kill PostgreSQL mode only (`postgresUrl`: two hub nodes, each device's proxy balancing
+//                over both): every hub connection to PostgreSQL is terminated at once
 //
 // Then every fault is healed, the writers stop, and once the system is quiet the run checks:
 //   (1) every action_log row of every device is in the hub log exactly once (by dedup key), the
@@ -31,10 +34,13 @@
 //   (4) no pending outbox rows, no cursor short of the head, no quarantined or failed events;
 //   (5) during the run: a black-holed link was given up (and a new one tried) within the agent's
 //       dead-link bound plus backoff;
-//   (6) during a slow_backlog stretch: the slow device's cursor never stood still longer than
-//       `slowProgressMs` (while it bootstraps from a snapshot, the snapshot rows it applies count as
-//       moves: its cursor moves only when the snapshot is complete) (counted from its first connection after the link came back; the plan
-//       puts no hub kill, agent kill or app fault on it meanwhile, so the slow link is the only cause);
+//   (6) during a slow_backlog stretch: the slow device never went longer than `slowProgressMs`
+//       with neither its cursor nor its acked changes moving (counted from its first connection
+//       after the link came back; the plan puts no hub kill, agent kill or app fault on it
+//       meanwhile, so the slow link is the only cause). Acks count: they share the trickle with
+//       the stream (about 45 bytes per change), and a device that writes fast fills it with them;
+//       while it bootstraps from a snapshot, the snapshot rows it applies count too (its cursor
+//       moves only when the snapshot is complete);
 // plus: no process died that the harness did not kill: an agent that exits on its own (any code,
 // 0 and 1 included, or a signal) is a violation with the last lines of its stderr, counted in
 // stats.agentExits, and is restarted a second later as a supervisor would (so the run goes on).
@@ -47,15 +53,15 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import Database from 'better-sqlite3';
+import pg from 'pg';
 import type { PushEvent, SyncEvent } from '../../shared/event.ts';
 import { dedupKey } from '../../shared/event.ts';
 import type { EventStore } from '../../hub/store/event-store.ts';
-import { SqliteEventStore } from '../../hub/store/sqlite.ts';
 import { RejectReason } from '../../shared/errors.ts';
 import { MAX_BATCH_EVENTS } from '../../shared/limits.ts';
 import { dumpTables, makeAppDb, replayInto } from '../kit/app-db.ts';
 import { Device, hubLog, spawnAgent, type HubRef } from '../kit/devices.ts';
-import { REPO_ROOT, runCli, spawnHub, type SpawnedHub } from '../kit/hub.ts';
+import { openStoreAt, REPO_ROOT, runCli, spawnHub, storeFlags, type SpawnedHub } from '../kit/hub.ts';
 import { delay, seededRandom, SyncClient } from '../kit/ws-client.ts';
 import { FaultProxy } from './proxy.ts';
 
@@ -74,7 +80,9 @@ export type FaultKind =
   | 'clock_skew'
   | 'app_lock'
   | 'app_read_hold'
-  | 'slow_backlog';
+  | 'slow_backlog'
+  /** PostgreSQL mode only: every hub connection to PostgreSQL is terminated (pool and LISTEN). */
+  | 'pg_conn_kill';
 
 /** Faults of a device's app (one at a time per device, never on a device in a slow_backlog). */
 const APP_FAULTS: ReadonlySet<FaultKind> = new Set(['app_lock', 'app_read_hold']);
@@ -127,6 +135,12 @@ export interface ChaosConfig {
   log?: (line: string) => void;
   /** Keep the work dir (default: only when there are violations). */
   keepDir?: boolean;
+  /**
+   * Run the hub as two nodes on this PostgreSQL database (a postgres:// URL of an empty database)
+   * instead of one process on a SQLite file: each device's link is a load balancer over both
+   * nodes, and hub_kill kills one node at a time.
+   */
+  postgresUrl?: string | null;
 }
 
 export interface Violation {
@@ -228,7 +242,8 @@ export function soakConfig(seed: number, minutes: number, devices: number): Chao
     appReadHoldMs: [8_000, 15_000],
     backlogEvents: 20_000,
     backlogRate: 3_000,
-    backlogSlowMs: [120_000, 300_000],
+    // At most half the run, so a short soak still has room for its hub kills (none falls inside a stretch).
+    backlogSlowMs: [Math.min(120_000, Math.round(faultMs * 0.4)), Math.min(300_000, Math.round(faultMs * 0.5))],
     backlogLoadMs: 30_000,
     slowProgressMs: 20_000,
     guaranteed: {
@@ -283,8 +298,9 @@ export interface BacklogReport {
   cursorAfter: number;
   headBefore: number;
   headAfter: number;
-  /** Times the cursor moved (sampled every 500 ms), and its longest standstill (check 6). */
+  /** Times the cursor moved (sampled every 500 ms), times its acked changes moved, and its longest standstill of both (check 6). */
   advances: number;
+  ackMoves: number;
   longestStillMs: number;
   boundMs: number;
   bytesDelivered: number;
@@ -364,6 +380,8 @@ export function planFaults(cfg: ChaosConfig, rnd: () => number): PlannedFault[] 
         return between(cfg.appReadHoldMs);
       case 'slow_backlog':
         return cfg.backlogLoadMs + between(cfg.backlogSlowMs);
+      case 'pg_conn_kill':
+        return 0;
     }
   };
   /** The first device from `device` on that is free in every one of `busy` over [a, b]. */
@@ -381,6 +399,11 @@ export function planFaults(cfg: ChaosConfig, rnd: () => number): PlannedFault[] 
     const thenSlow = kind === 'offline' && rnd() < 0.5 ? { ms: between(cfg.slowMs), rate: between(cfg.slowRate) } : undefined;
     const busyMs = durationMs + (thenSlow?.ms ?? 0);
     const b = at + busyMs;
+    if (kind === 'pg_conn_kill') {
+      if (!cfg.postgresUrl) return false;
+      plan.push({ at, kind, device, durationMs });
+      return true;
+    }
     if (kind === 'hub_kill') {
       if (overlaps(hubBusy, at, at + durationMs)) return false;
       hubBusy.push([at, at + durationMs + 2_000]);
@@ -389,6 +412,8 @@ export function planFaults(cfg: ChaosConfig, rnd: () => number): PlannedFault[] 
       return true;
     }
     if (kind === 'hub_restore') {
+      // A file copy over the SQLite store, one node: not a PostgreSQL fault.
+      if (cfg.postgresUrl) return false;
       if (overlaps(hubEvents, at, at + durationMs) || overlaps(loadBusy, at, at + durationMs)) return false;
       hubBusy.push([at, at + durationMs + 2_000]);
       hubEvents.push([at, at + durationMs + 2_000]);
@@ -432,7 +457,7 @@ export function planFaults(cfg: ChaosConfig, rnd: () => number): PlannedFault[] 
     return true;
   };
   // Long faults first, early enough to run their course inside the phase.
-  const order: Array<PlannedFault['kind']> = ['slow_backlog', 'offline', 'slow', 'app_lock', 'app_read_hold', 'hub_restore', 'hub_kill', 'link_stall', 'link_cut', 'agent_kill', 'link_reset'];
+  const order: Array<PlannedFault['kind']> = ['slow_backlog', 'offline', 'slow', 'app_lock', 'app_read_hold', 'hub_restore', 'hub_kill', 'pg_conn_kill', 'link_stall', 'link_cut', 'agent_kill', 'link_reset'];
   const longestOf: Partial<Record<PlannedFault['kind'], number>> = {
     slow_backlog: cfg.backlogLoadMs + cfg.backlogSlowMs[1],
     hub_restore: cfg.restoreGapMs[1],
@@ -465,6 +490,8 @@ export function planFaults(cfg: ChaosConfig, rnd: () => number): PlannedFault[] 
     ['slow', 0.5],
     ['app_lock', 1],
     ['app_read_hold', 0.5],
+    // Last, and weightless without PostgreSQL: a SQLite run's plan for a seed stays what it was.
+    ['pg_conn_kill', cfg.postgresUrl ? 1 : 0],
   ];
   const total = weights.reduce((s, [, w]) => s + w, 0);
   for (let t = 1_000 - Math.log(1 - rnd()) * cfg.meanFaultGapMs; t < end - 500; t += -Math.log(1 - rnd()) * cfg.meanFaultGapMs) {
@@ -511,8 +538,8 @@ export function backlogEvents(tag: string, sessionId: string, n: number, rnd: ()
 }
 
 /**
- * Check (6)'s clock: how long a cursor stood still while its device had something to fetch over a
- * live link. It runs from the first connection after the link came back (or from `connectGraceMs`
+ * Check (6)'s clock: how long a device received nothing useful (its cursor and its count of acked
+ * changes both stood still) while it had something to fetch over a live link. It runs from the first connection after the link came back (or from `connectGraceMs`
  * after, so an agent that never reconnects is caught too), pauses from a hub restart to the next
  * connection (the plan keeps hub kills out of a slow_backlog; this is the guard if one happens
  * anyway), and restarts at every move of the cursor and whenever the device has caught up.
@@ -524,9 +551,12 @@ export class ProgressWatch {
   stillFrom: number | null = null;
   /** [time, cursor] at the start and at every move. */
   readonly changes: Array<[number, number]> = [];
+  /** Times the count of acked changes moved (acks filled the trickle instead of events). */
+  ackMoves = 0;
   private since: number | null = null;
   private lostAt: number;
   private cursor: number;
+  private acked = -1;
 
   constructor(
     readonly boundMs: number,
@@ -550,9 +580,19 @@ export class ProgressWatch {
     if (this.since === null) this.since = now;
   }
 
-  /** `snapshotMoved`: the device is bootstrapping and applied more snapshot rows since the last sample (its cursor moves only at the end). */
-  sample(now: number, cursor: number, caughtUp: boolean, snapshotMoved = false): void {
+  /**
+   * `acked`: how many of the device's own changes the hub has acked so far (-1: unknown).
+   * `snapshotMoved`: the device is bootstrapping and applied more snapshot rows since the last sample
+   * (its cursor moves only at the end).
+   */
+  sample(now: number, cursor: number, caughtUp: boolean, acked = -1, snapshotMoved = false): void {
     this.graceOver(now);
+    const ackMoved = acked > this.acked;
+    if (ackMoved) {
+      // The first reading is the baseline, not a move.
+      if (this.acked >= 0) this.ackMoves++;
+      this.acked = acked;
+    }
     if (snapshotMoved) {
       this.advances++;
       this.restart(now);
@@ -561,7 +601,7 @@ export class ProgressWatch {
       this.cursor = cursor;
       this.changes.push([now, cursor]);
       this.restart(now);
-    } else if (caughtUp) {
+    } else if (caughtUp || (ackMoved && this.ackMoves > 0)) {
       this.restart(now);
     }
   }
@@ -695,13 +735,17 @@ function sleep(ms: number, signal?: AbortSignal): Promise<void> {
 
 class ChaosRun {
   readonly dir = mkdtempSync(join(tmpdir(), 'synchub-chaos-'));
-  readonly hubDb = join(this.dir, 'hub.db');
+  /** Where the hub's store is: a SQLite file, or a PostgreSQL database shared by the nodes. */
+  readonly hubStore: string;
+  /** Hub processes: one on SQLite, two nodes on PostgreSQL (null while killed). */
+  readonly hubs: Array<SpawnedHub | null>;
+  /** Each node's port, fixed after its first start (restarts reuse it; the proxies point at them). */
+  readonly hubPorts: number[];
+  private readonly hubExpectedExit: boolean[];
+  private hubKills = 0;
   readonly rnd: () => number;
   readonly violations: Violation[] = [];
   readonly faults: Record<string, number> = {};
-  hub: SpawnedHub | null = null;
-  hubExpectedExit = false;
-  hubPort = 0;
   hubRebindRetries = 0;
   token = '';
   proxies: FaultProxy[] = [];
@@ -731,6 +775,11 @@ class ChaosRun {
 
   constructor(readonly cfg: ChaosConfig) {
     this.rnd = seededRandom(cfg.seed);
+    this.hubStore = cfg.postgresUrl ?? join(this.dir, 'hub.db');
+    const nodes = cfg.postgresUrl ? 2 : 1;
+    this.hubs = Array.from({ length: nodes }, () => null);
+    this.hubPorts = Array.from({ length: nodes }, () => 0);
+    this.hubExpectedExit = Array.from({ length: nodes }, () => false);
   }
 
   log(line: string): void {
@@ -759,11 +808,21 @@ class ChaosRun {
 
   /** A device's cursor, read from its DB on a separate read-only connection (-1 when unreadable). */
   cursorOf(i: number): number {
+    return this.readDevice(i, 'SELECT last_pulled_server_seq AS n FROM sync_state LIMIT 1');
+  }
+
+  /** How many of device i's own changes the hub has acked (-1 when unreadable). */
+  ackedOf(i: number): number {
+    return this.readDevice(i, 'SELECT count(*) AS n FROM action_log WHERE synced_at IS NOT NULL');
+  }
+
+  /** One number from device i's database, read beside its agent (-1 when unreadable). */
+  private readDevice(i: number, sql: string): number {
     try {
       const db = new Database(this.dbPath(i), { readonly: true, fileMustExist: true });
       try {
         db.pragma('busy_timeout = 2000');
-        return (db.prepare('SELECT last_pulled_server_seq AS c FROM sync_state LIMIT 1').get() as { c: number }).c;
+        return (db.prepare(sql).get() as { n: number }).n;
       } finally {
         db.close();
       }
@@ -787,10 +846,23 @@ class ChaosRun {
     }
   }
 
-  /** The hub's committed head, read from its DB file (-1 when unreadable). */
-  hubHead(): number {
+  /** The project's committed head, read from the hub's store (-1 when unreadable). */
+  async hubHead(): Promise<number> {
+    if (this.cfg.postgresUrl) {
+      const client = new pg.Client({ connectionString: this.cfg.postgresUrl });
+      client.on('error', () => {});
+      try {
+        await client.connect();
+        const r = await client.query<{ h: string }>('SELECT head_seq AS h FROM projects WHERE name = $1', [PROJECT]);
+        return r.rows.length ? Number(r.rows[0]!.h) : -1;
+      } catch {
+        return -1;
+      } finally {
+        await client.end().catch(() => {});
+      }
+    }
     try {
-      const db = new Database(this.hubDb, { readonly: true, fileMustExist: true });
+      const db = new Database(this.hubStore, { readonly: true, fileMustExist: true });
       try {
         db.pragma('busy_timeout = 2000');
         return (db.prepare('SELECT head_seq AS h FROM projects WHERE name = ?').get(PROJECT) as { h: number }).h;
@@ -802,23 +874,29 @@ class ChaosRun {
     }
   }
 
+  /** The URL of a hub node that is up (the first one while none is). */
+  liveHubUrl(): string {
+    const i = Math.max(0, this.hubs.findIndex((h) => h !== null));
+    return `ws://127.0.0.1:${this.hubPorts[i]}`;
+  }
+
   // ---- processes -------------------------------------------------------------------------
 
-  async startHub(): Promise<void> {
-    const deadline = Date.now() + 15_000;
+  async startHub(node = 0): Promise<void> {
+    const deadline = Date.now() + 45_000;
     for (;;) {
       try {
-        const hub = await spawnHub(this.hubDb, this.hubPort, { timeoutMs: 15_000 });
+        const hub = await spawnHub(this.hubStore, this.hubPorts[node], { timeoutMs: 45_000 });
         track(hub.proc);
-        this.hub = hub;
-        this.hubPort = hub.port;
-        this.hubExpectedExit = false;
+        this.hubs[node] = hub;
+        this.hubPorts[node] = hub.port;
+        this.hubExpectedExit[node] = false;
         this.hubStarts++;
         void hub.exited.then((e) => {
           tallyLog(this.logTally, hub.stderr(), 'hub');
-          if (this.hub === hub && !this.hubExpectedExit && !this.stopped) {
-            this.violate({ check: 'process', message: `the hub exited on its own (${e.code ?? e.signal})`, evidence: { stderr: tail(hub.stderr()) } });
-            this.hub = null;
+          if (this.hubs[node] === hub && !this.hubExpectedExit[node] && !this.stopped) {
+            this.violate({ check: 'process', message: `hub node ${node} exited on its own (${e.code ?? e.signal})`, evidence: { stderr: tail(hub.stderr()) } });
+            this.hubs[node] = null;
           }
         });
         return;
@@ -831,26 +909,34 @@ class ChaosRun {
           await delay(200);
           continue;
         }
-        throw new Error(`hub did not start on port ${this.hubPort}: ${message.slice(0, 500)}`);
+        throw new Error(`hub node ${node} did not start on port ${this.hubPorts[node]}: ${message.slice(0, 500)}`);
       }
     }
   }
 
+  /** Every node that is down, started again. */
+  async startHubs(): Promise<void> {
+    for (let node = 0; node < this.hubs.length; node++) if (!this.hubs[node]) await this.startHub(node);
+  }
+
+  /** kill -9 of a hub node (with two nodes, each in turn: the other one keeps serving), restarted after downMs. */
   async killHub(downMs: number, signal?: AbortSignal): Promise<void> {
-    const hub = this.hub;
+    const node = this.hubKills % this.hubs.length;
+    const hub = this.hubs[node];
     if (!hub || this.restartingHub) return;
+    this.hubKills++;
     let release!: () => void;
     this.restartingHub = new Promise((r) => (release = r));
     try {
-      this.hubExpectedExit = true;
-      this.hub = null;
+      this.hubExpectedExit[node] = true;
+      this.hubs[node] = null;
       hub.kill('SIGKILL');
       await hub.exited;
       this.count('hub_kill');
-      this.log(`hub killed (-9), down for ${downMs} ms`);
+      this.log(`hub${this.hubs.length > 1 ? ` node ${node}` : ''} killed (-9), down for ${downMs} ms`);
       await sleep(downMs, signal);
-      await this.startHub();
-      this.log(`hub restarted on port ${this.hubPort}`);
+      await this.startHub(node);
+      this.log(`hub${this.hubs.length > 1 ? ` node ${node}` : ''} restarted on port ${this.hubPorts[node]}`);
     } finally {
       this.restartingHub = null;
       release();
@@ -862,6 +948,8 @@ class ChaosRun {
    * what the restore loses), then kill -9 it, put the backup in place by a plain file copy and start it.
    */
   async restoreHub(gapMs: number, signal?: AbortSignal): Promise<void> {
+    // A file copy is the SQLite way to restore; one node only (PostgreSQL has its own tools, not built here).
+    if (this.cfg.postgresUrl || this.hubs.length !== 1) return;
     const backup = join(this.dir, `hub-backup-${this.faults.hub_restore ?? 0}.db`);
     // A backlog load still running (late on a loaded machine) finishes first: the loader is not a
     // device and would not re-push acked events the restore loses.
@@ -870,7 +958,7 @@ class ChaosRun {
     // What `hub backup` does (VACUUM INTO from a read transaction), in-process: a CLI process can take
     // seconds to start on a loaded machine, and the backup must be taken at its planned time (the plan
     // keeps the whole fault clear of a slow_backlog, whose loader re-pushes nothing).
-    const src = new Database(this.hubDb, { readonly: true, fileMustExist: true });
+    const src = new Database(this.hubStore, { readonly: true, fileMustExist: true });
     try {
       src.pragma('busy_timeout = 5000');
       src.prepare('VACUUM INTO ?').run(backup);
@@ -881,7 +969,7 @@ class ChaosRun {
     this.log(`hub backed up at head ${backupHead}; restoring it in ${gapMs} ms`);
     await sleep(gapMs, signal);
     while (this.restartingHub) await this.restartingHub;
-    const hub = this.hub;
+    const hub = this.hubs[0];
     if (!hub) return;
     if (this.loads.length !== loadsBefore) {
       this.log('hub restore skipped: a backlog load ran after the backup');
@@ -890,20 +978,50 @@ class ChaosRun {
     let release!: () => void;
     this.restartingHub = new Promise((r) => (release = r));
     try {
-      this.hubExpectedExit = true;
-      this.hub = null;
+      this.hubExpectedExit[0] = true;
+      this.hubs[0] = null;
       hub.kill('SIGKILL');
       await hub.exited;
-      const lostFrom = this.hubHead();
-      for (const suffix of ['-wal', '-shm']) rmSync(this.hubDb + suffix, { force: true });
-      copyFileSync(backup, this.hubDb);
+      const lostFrom = await this.hubHead();
+      for (const suffix of ['-wal', '-shm']) rmSync(this.hubStore + suffix, { force: true });
+      copyFileSync(backup, this.hubStore);
       this.count('hub_restore');
       this.log(`hub restored from its backup: head ${lostFrom} -> ${backupHead} (${lostFrom - backupHead} events lost by the hub)`);
-      await this.startHub();
-      this.log(`hub restarted on port ${this.hubPort}`);
+      await this.startHub(0);
+      this.log(`hub restarted on port ${this.hubPorts[0]}`);
     } finally {
       this.restartingHub = null;
       release();
+    }
+  }
+
+  /** Terminate every other connection to the hub's PostgreSQL database: in-flight commits fail, LISTEN drops. */
+  async killPostgresConnections(): Promise<void> {
+    const client = new pg.Client({ connectionString: this.cfg.postgresUrl! });
+    client.on('error', () => {});
+    try {
+      await client.connect();
+      const r = await client.query('SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()');
+      this.count('pg_conn_kill');
+      this.log(`PostgreSQL: ${r.rowCount} hub connection(s) terminated`);
+    } finally {
+      await client.end().catch(() => {});
+    }
+  }
+
+  /** Stop every hub node with SIGTERM; a node that does not exit cleanly is a violation. */
+  async stopHubs(): Promise<void> {
+    for (let node = 0; node < this.hubs.length; node++) {
+      const hub = this.hubs[node];
+      if (!hub) continue;
+      this.hubExpectedExit[node] = true;
+      this.hubs[node] = null;
+      hub.kill('SIGTERM');
+      const e = await Promise.race([hub.exited, timeout(15_000)]);
+      if (e === 'timeout' || e.code !== 0) {
+        this.violate({ check: 'process', message: `hub node ${node} did not exit cleanly on SIGTERM (${e === 'timeout' ? e : (e.code ?? e.signal)})`, evidence: { stderr: tail(hub.stderr()) } });
+        await hub.stop();
+      }
     }
   }
 
@@ -1044,10 +1162,11 @@ class ChaosRun {
     const exits: Promise<unknown>[] = [];
     for (const a of this.agents) if (a) (a.expected = true), a.proc.kill('SIGKILL'), exits.push(a.exited);
     for (const w of this.writers) if (w) (w.expected = true), w.proc.kill('SIGKILL'), exits.push(w.exited);
-    if (this.hub) {
-      this.hubExpectedExit = true;
-      exits.push(this.hub.stop());
-    }
+    this.hubs.forEach((h, node) => {
+      if (!h) return;
+      this.hubExpectedExit[node] = true;
+      exits.push(h.stop());
+    });
     await Promise.race([Promise.all(exits), timeout(10_000)]);
     await Promise.all(this.proxies.map((p) => p.close().catch(() => {})));
   }
@@ -1067,6 +1186,8 @@ class ChaosRun {
         return this.spawnTask(() => this.killHub(f.durationMs, phase));
       case 'hub_restore':
         return this.spawnTask(() => this.restoreHub(f.durationMs, phase));
+      case 'pg_conn_kill':
+        return this.spawnTask(() => this.killPostgresConnections());
       case 'agent_kill':
         return this.spawnTask(() => this.killAgent(f.device, f.durationMs, phase));
       case 'link_reset':
@@ -1189,7 +1310,7 @@ class ChaosRun {
     // Counted before the heal: a connection attempt during the cut is counted too (then reset).
     let connections = p.stats.connections;
     p.heal();
-    const start = { at: Date.now(), cursor: this.cursorOf(d), head: this.hubHead(), connections, bytes: p.stats.bytesDown };
+    const start = { at: Date.now(), cursor: this.cursorOf(d), head: await this.hubHead(), connections, bytes: p.stats.bytesDown };
     const watch = new ProgressWatch(this.cfg.slowProgressMs, (this.cfg.agentTuning?.backoffCapMs ?? 30_000) + 5_000, start.at, start.cursor);
     let hubStarts = this.hubStarts;
     let snapshotRows = this.snapshotRowsOf(d);
@@ -1211,9 +1332,9 @@ class ChaosRun {
       const rows = this.snapshotRowsOf(d);
       const snapshotMoved = rows > 0 && rows !== snapshotRows;
       snapshotRows = rows;
-      if (cursor >= 0) watch.sample(now, cursor, cursor >= this.hubHead(), snapshotMoved);
+      if (cursor >= 0) watch.sample(now, cursor, cursor >= (await this.hubHead()), this.ackedOf(d), snapshotMoved);
     }
-    const end = { at: Date.now(), cursor: this.cursorOf(d), head: this.hubHead(), connections: p.stats.connections, bytes: p.stats.bytesDown };
+    const end = { at: Date.now(), cursor: this.cursorOf(d), head: await this.hubHead(), connections: p.stats.connections, bytes: p.stats.bytesDown };
     p.slow(null);
     const w = watch.finish(end.at);
     const report: BacklogReport = {
@@ -1229,6 +1350,7 @@ class ChaosRun {
       headBefore: start.head,
       headAfter: end.head,
       advances: w.advances,
+      ackMoves: w.ackMoves,
       longestStillMs: w.longestStillMs,
       boundMs: this.cfg.slowProgressMs,
       bytesDelivered: end.bytes - start.bytes,
@@ -1240,8 +1362,8 @@ class ChaosRun {
       this.violate({
         check: '6-slow-progress',
         message:
-          `device ${d} behind a ${rate} B/s link with a backlog: its cursor stood still for ${w.longestStillMs} ms (bound ${this.cfg.slowProgressMs} ms); ` +
-          `it moved ${w.advances} time(s), ${start.cursor} -> ${end.cursor} of head ${end.head}, in ${report.ms} ms`,
+          `device ${d} behind a ${rate} B/s link with a backlog: neither its cursor nor its acked changes moved for ${w.longestStillMs} ms (bound ${this.cfg.slowProgressMs} ms); ` +
+          `the cursor moved ${w.advances} time(s) (acks ${w.ackMoves}), ${start.cursor} -> ${end.cursor} of head ${end.head}, in ${report.ms} ms`,
         evidence: {
           ...report,
           stillFrom: w.stillFrom === null ? null : `+${((w.stillFrom - start.at) / 1000).toFixed(1)} s into the stretch`,
@@ -1280,9 +1402,9 @@ class ChaosRun {
       let c: SyncClient | null = null;
       try {
         connects++;
-        const head = Math.max(0, this.hubHead());
+        const head = Math.max(0, await this.hubHead());
         // afterSeq = head: the loader needs no stream, only acks (its own events still come back: seqs only).
-        c = await SyncClient.open(`ws://127.0.0.1:${this.hubPort}`, PROJECT, this.token, load.deviceId, head, { keepEvents: false });
+        c = await SyncClient.open(this.liveHubUrl(), PROJECT, this.token, load.deviceId, head, { keepEvents: false });
         const todo = events.filter((e) => !load.acked.has(e.clientActionId));
         for (let i = 0; i < todo.length && !phase.aborted; i += perBatch * inFlight) {
           const client = c;
@@ -1326,11 +1448,11 @@ class ChaosRun {
   private async slowPeriod(device: number, rate: number, ms: number, phase: AbortSignal): Promise<void> {
     const p = this.proxies[device]!;
     this.count('slow');
-    const before = { cursor: this.cursorOf(device), head: this.hubHead(), connections: p.stats.connections, bytes: p.stats.bytesDown, at: Date.now() };
+    const before = { cursor: this.cursorOf(device), head: await this.hubHead(), connections: p.stats.connections, bytes: p.stats.bytesDown, at: Date.now() };
     p.slow(rate);
     this.log(`link ${device} slow (${rate} B/s) for ${ms} ms`);
     await sleep(ms, phase);
-    const after = { cursor: this.cursorOf(device), head: this.hubHead(), connections: p.stats.connections, bytes: p.stats.bytesDown, at: Date.now() };
+    const after = { cursor: this.cursorOf(device), head: await this.hubHead(), connections: p.stats.connections, bytes: p.stats.bytesDown, at: Date.now() };
     p.slow(null);
     const report: SlowReport = {
       device,
@@ -1366,7 +1488,7 @@ class ChaosRun {
       p.heal();
     }
     if (this.restartingHub) await this.restartingHub;
-    if (!this.hub) await this.startHub();
+    await this.startHubs();
     for (let i = 0; i < this.cfg.devices; i++) if (!this.agents[i]) this.startAgent(i);
     this.log('all faults healed');
   }
@@ -1376,14 +1498,12 @@ class ChaosRun {
   /** Wait until every device has pushed everything and applied through the head, stable over two polls. */
   async quiesce(devices: Device[]): Promise<{ head: number; ms: number }> {
     const started = Date.now();
-    const hubDb = new Database(this.hubDb, { readonly: true, fileMustExist: true });
-    const headOf = () => (hubDb.prepare('SELECT head_seq AS h FROM projects WHERE name = ?').get(PROJECT) as { h: number }).h;
-    try {
+    {
       let quietSince = 0;
       let quietHead = -1;
       for (;;) {
-        const head = headOf();
-        const ok = devices.every((d) => {
+        const head = await this.hubHead();
+        const ok = head >= 0 && devices.every((d) => {
           const s = d.status();
           return s.pending === 0 && s.cursor === head;
         });
@@ -1409,8 +1529,6 @@ class ChaosRun {
         }
         await delay(250);
       }
-    } finally {
-      hubDb.close();
     }
   }
 
@@ -1590,15 +1708,15 @@ export async function runChaos(cfg: ChaosConfig): Promise<ChaosSummary> {
     run.log(`seed ${cfg.seed}, ${cfg.devices} devices, ${cfg.faultMs} ms of faults, work dir ${run.dir}`);
     // The hub's database through the admin CLI, then the hub itself (port 0 first; restarts reuse the port).
     for (const args of [
-      ['hub', 'project', 'create', PROJECT, '--db', run.hubDb],
-      ['hub', 'token', 'create', '--project', PROJECT, '--db', run.hubDb],
+      ['hub', 'project', 'create', PROJECT, ...storeFlags(run.hubStore)],
+      ['hub', 'token', 'create', '--project', PROJECT, ...storeFlags(run.hubStore)],
     ]) {
       const r = await runCli(args, { timeoutMs: 20_000 });
       if (r.code !== 0) throw new Error(`synchub ${args.join(' ')} failed: ${r.stderr}`);
       if (args[1] === 'token') run.token = r.stdout.trim();
     }
-    await run.startHub();
-    run.log(`hub on port ${run.hubPort}`);
+    await run.startHubs();
+    run.log(run.hubs.length > 1 ? `${run.hubs.length} hub nodes on PostgreSQL, ports ${run.hubPorts.join(', ')}` : `hub on port ${run.hubPorts[0]}`);
 
     // Clock skew: devices spread over [-skew, +skew], the first two at the extremes.
     for (let i = 0; i < cfg.devices; i++) {
@@ -1608,7 +1726,7 @@ export async function runChaos(cfg: ChaosConfig): Promise<ChaosSummary> {
     }
     for (let i = 0; i < cfg.devices; i++) {
       makeAppDb(run.dbPath(i));
-      const proxy = new FaultProxy(run.hubPort, `link-${i}`);
+      const proxy = new FaultProxy(run.hubPorts, `link-${i}`);
       await proxy.listen();
       run.proxies.push(proxy);
     }
@@ -1645,18 +1763,8 @@ export async function runChaos(cfg: ChaosConfig): Promise<ChaosSummary> {
     // Stop cleanly (agents first, so the hub sees no pushes while stopping), then read the log.
     run.supervising = false;
     await Promise.all(devices.map((_, i) => run.stopAgent(i)));
-    if (run.hub) {
-      const hub = run.hub;
-      run.hubExpectedExit = true;
-      run.hub = null;
-      hub.kill('SIGTERM');
-      const e = await Promise.race([hub.exited, timeout(15_000)]);
-      if (e === 'timeout' || e.code !== 0) {
-        run.violate({ check: 'process', message: `the hub did not exit cleanly on SIGTERM (${e === 'timeout' ? e : (e.code ?? e.signal)})`, evidence: { stderr: tail(hub.stderr()) } });
-        await hub.stop();
-      }
-    }
-    const store = new SqliteEventStore(run.hubDb);
+    await run.stopHubs();
+    const store = await openStoreAt(run.hubStore);
     let log: SyncEvent[];
     let projectHead: number;
     try {

@@ -10,7 +10,9 @@
 //   slow(n) bytes from the hub to the agent are delivered at n bytes/s (a device that reads its
 //           socket at a trickle); the hub sees the backpressure
 //
-// Modes change at any time and apply to open connections too. Only 127.0.0.1.
+// Modes change at any time and apply to open connections too. Only 127.0.0.1. With several
+// hub nodes the proxy is also a load balancer: each new connection goes to the next node in
+// turn (no health checks: a connection to a node that is down is reset, and the agent retries).
 import net from 'node:net';
 
 export type LinkMode = 'up' | 'cut' | 'stall';
@@ -44,14 +46,21 @@ export class FaultProxy {
   readonly stats: ProxyStats = { connections: 0, resets: 0, bytesUp: 0, bytesDown: 0 };
   private readonly server: net.Server;
   private readonly pairs = new Set<Pair>();
+  private readonly targetPorts: number[];
+  /** Agents' connections accepted but not yet joined to a node. */
+  private readonly connecting = new Set<net.Socket>();
   private nextId = 1;
   private timer: NodeJS.Timeout | null = null;
 
+  /** Index of the node the next connection goes to. */
+  private nextTarget = 0;
+
   constructor(
-    /** The hub's port (fixed for the life of the proxy: the hub restarts on the same one). */
-    private readonly targetPort: number,
+    /** The hub's port, or its nodes' ports (fixed for the life of the proxy: a hub restarts on the same one). */
+    target: number | number[],
     readonly name = 'proxy',
   ) {
+    this.targetPorts = Array.isArray(target) ? [...target] : [target];
     this.server = net.createServer((socket) => this.accept(socket));
     this.server.on('error', () => {});
   }
@@ -124,15 +133,44 @@ export class FaultProxy {
       return;
     }
     client.setNoDelay(true);
-    const upstream = net.connect({ port: this.targetPort, host: '127.0.0.1' });
+    // Nothing is read from the agent until a node took the connection.
+    client.pause();
+    this.connecting.add(client);
+    client.once('close', () => this.connecting.delete(client));
+    this.connectUpstream(client, this.targetPorts.length);
+  }
+
+  /**
+   * Connect to the next node; a node that refuses (down) passes the connection to the next one,
+   * as a load balancer retries the next upstream on a connect error. None left: reset the agent.
+   */
+  private connectUpstream(client: net.Socket, tries: number): void {
+    const port = this.targetPorts[this.nextTarget++ % this.targetPorts.length]!;
+    const upstream = net.connect({ port, host: '127.0.0.1' });
+    const refused = () => {
+      upstream.destroy();
+      if (client.destroyed) return;
+      if (tries > 1 && this.mode !== 'cut') return this.connectUpstream(client, tries - 1);
+      this.stats.resets++;
+      client.resetAndDestroy();
+    };
+    upstream.once('error', refused);
+    upstream.once('connect', () => {
+      upstream.off('error', refused);
+      upstream.on('error', () => {});
+      this.connecting.delete(client);
+      if (client.destroyed) return void upstream.destroy();
+      this.join(client, upstream);
+    });
+  }
+
+  /** Forward between an agent's connection and the node's, subject to the mode. */
+  private join(client: net.Socket, upstream: net.Socket): void {
     upstream.setNoDelay(true);
-    upstream.on('error', () => {});
     const pair: Pair = { id: this.nextId++, client, upstream, down: [], downBytes: 0, closed: false };
     this.pairs.add(pair);
-    if (this.mode === 'stall') {
-      client.pause();
-      upstream.pause();
-    }
+    if (this.mode === 'stall') upstream.pause();
+    else client.resume();
 
     client.on('data', (chunk: Buffer) => {
       this.stats.bytesUp += chunk.length;
@@ -225,5 +263,11 @@ export class FaultProxy {
       this.stats.resets++;
       this.drop(p, true);
     }
+    // Connections still waiting for a node count as open too.
+    for (const c of [...this.connecting]) {
+      this.stats.resets++;
+      c.resetAndDestroy();
+    }
+    this.connecting.clear();
   }
 }

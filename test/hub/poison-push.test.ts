@@ -3,16 +3,13 @@
 // commit; the group commit is shared by every project, so every push in that transaction failed with
 // store_unavailable and those sockets were closed, again on every retry. Now such an event is rejected
 // alone (invalid_payload), and a push the store cannot take fails alone even inside a shared commit.
-import Database from 'better-sqlite3';
 import { afterEach, describe, expect, it } from 'vitest';
 import { GroupCommitter } from '../../hub/commit.ts';
-import { SqliteEventStore } from '../../hub/store/sqlite.ts';
 import { RejectReason } from '../../shared/errors.ts';
 import { MAX_PAYLOAD_DEPTH } from '../../shared/limits.ts';
-import { makeTempDir } from '../kit/hub.ts';
-import { startHub, type TestHub } from '../kit/hub.ts';
+import { freshStoreLocation, openStoreAt, startHub, type TestHub } from '../kit/hub.ts';
+import { failInsertsOf } from '../kit/store-faults.ts';
 import { closeAllClients, makeEvent, makeEvents, SyncClient } from '../kit/ws-client.ts';
-import { join } from 'node:path';
 
 let h: TestHub | undefined;
 afterEach(async () => {
@@ -66,12 +63,11 @@ describe('a poison event', () => {
   });
 
   it('a push the store cannot take fails alone inside a shared group commit; the others in it are stored, gap-free', async () => {
-    const dir = makeTempDir();
-    const store = new SqliteEventStore(join(dir, 'hub.db'));
+    const location = await freshStoreLocation();
+    const store = await openStoreAt(location);
     await store.createProject('p1');
     await store.createProject('p2');
-    const db = new Database(join(dir, 'hub.db'));
-    db.exec('CREATE TRIGGER fail_666 BEFORE INSERT ON events WHEN NEW.client_action_id = 666 BEGIN SELECT RAISE(ABORT, \'injected failure\'); END');
+    const heal = await failInsertsOf(location, 666);
     const commits: number[] = [];
     const committer = new GroupCommitter(store, 20_000, (_c, _ms, n) => commits.push(n));
     try {
@@ -87,8 +83,23 @@ describe('a poison event', () => {
       await committer.drain();
       expect(commits).toEqual([3, 2]);
     } finally {
-      db.close();
+      await heal();
       await store.close();
     }
+  });
+
+  it('an event whose payload is over maxEventBytes is rejected alone; one exactly at the limit is stored', async () => {
+    h = await startHub({ options: { maxEventBytes: 10_000 } });
+    const c = await SyncClient.open(h.url, 'p1', h.token, 'dev-big');
+    // A payload whose JSON is exactly `bytes` long.
+    const sized = (id: number, bytes: number) => {
+      const base = { schemaVersion: 1 as const, newData: { id: `e-${id}`, body: '' }, previousData: null };
+      base.newData.body = 'x'.repeat(bytes - Buffer.byteLength(JSON.stringify(base)));
+      return makeEvent(id, { payload: base });
+    };
+    const ack = await c.push(1, [makeEvent(1), sized(2, 10_001), sized(3, 10_000), makeEvent(4)]);
+    expect(ack.rejected).toEqual([{ clientActionId: 2, reason: RejectReason.PayloadTooLarge }]);
+    expect(ack.acks.map((a) => a.clientActionId)).toEqual([1, 3, 4]);
+    expect(await h.store.headSeq('p1')).toBe(3);
   });
 });

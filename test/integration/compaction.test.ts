@@ -2,6 +2,7 @@
 // cursor_too_old, bootstraps again on its own and keeps its pending local edits, which still reach
 // everyone; a new device joins from a snapshot. `hub compact` runs on the file the hub serves.
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { SqliteEventStore } from '../../hub/store/sqlite.ts';
 import { runCli, startHub, type TestHub } from '../kit/hub.ts';
 import { tempDir, type TempDir } from '../kit/app-db.ts';
 import { makeDevices, quiesce, type Device } from '../kit/devices.ts';
@@ -41,7 +42,7 @@ describe('compaction', () => {
     await quiesce(hub, [a]);
     const r = await runCli(['hub', 'compact', '--project', hub.project, '--keep-events', '20', '--db', hub.dbPath]);
     expect(r.code, r.stderr).toBe(0);
-    const info = await hub.store.logInfo(hub.project);
+    const info = await (hub.store as SqliteEventStore).logInfo(hub.project);
     expect(info.baseSeq).toBeGreaterThan(oldCursor);
 
     const problems: string[] = [];
@@ -76,7 +77,7 @@ describe('compaction', () => {
     for (let i = 0; i < 50; i++) a.writer.create('issues', { id: `i${i}`, title: `t${i}`, status: 'open', priority: i });
     await quiesce(hub, devices);
     await a.stop();
-    await hub.store.compact(hub.project, 10);
+    await (hub.store as SqliteEventStore).compact(hub.project, 10);
     // The agent lost its acks (say, a restored app database): every row is pending again.
     a.writer.db.prepare('UPDATE action_log SET synced_at = NULL, server_seq = NULL').run();
     await a.start();
