@@ -122,7 +122,7 @@ export class Agent extends EventEmitter<AgentEvents> {
   /** Last seq applied: kept in memory so that a locked database never stops us from reading it. */
   private cursor = 0;
   private headSeq: number | null = null;
-  /** Bumped when a frame fails: the frames queued behind it belong to a stream being replaced. */
+  /** Bumped when a frame fails, the link drops or a resync starts: frames queued before belong to a stream being replaced. */
   private applyEpoch = 0;
   private heartbeat: NodeJS.Timeout | null = null;
   private wakeTimer: NodeJS.Timeout | null = null;
@@ -259,6 +259,10 @@ export class Agent extends EventEmitter<AgentEvents> {
       else if (e.code === ErrorCode.CursorTooOld) this.resync(ResyncReason.CursorTooOld, e.message);
     });
     this.link.on('down', () => {
+      // Frames of this connection still waiting for the write lock are dropped: the next connection
+      // streams from the cursor again, and its hub may hold another log (restored from a backup) whose
+      // events, applied after these, would be skipped as already seen.
+      this.applyEpoch++;
       // A snapshot cut short starts again on the next connection (the cursor did not move).
       this.bootstrap = null;
       this.pusher.disconnected();

@@ -7,7 +7,7 @@ import { openAppDb } from '../../agent/app-db.ts';
 import { startHub, runCli, type TestHub } from '../kit/hub.ts';
 import { tempDir, type TempDir } from '../kit/app-db.ts';
 import { checkConverged, Device, hubLog, makeDevices, quiesce, type HubRef } from '../kit/devices.ts';
-import { SyncClient } from '../kit/ws-client.ts';
+import { eventually, makeEvents, SyncClient } from '../kit/ws-client.ts';
 
 let hub: TestHub;
 let tmp: TempDir;
@@ -163,6 +163,38 @@ describe('hub restored from an older backup', () => {
       expect((await hubLog(ref.store, ref.project)).length).toBe(log.length);
     });
   }
+});
+
+describe('frames received from a hub that is then restored', () => {
+  it('are not applied after the link drops: the device streams the restored log instead', async () => {
+    devices = makeDevices(tmp.dir, ref, ['x', 'd']);
+    const [x, d] = devices as [Device, Device];
+    for (const dev of devices) await dev.start();
+    writeSome(x, 'x0', 10);
+    await quiesce(ref, devices);
+    const backup = tmp.path('backup.db');
+    expect((await runCli(['hub', 'backup', '--to', backup, '--db', tmp.path('hub.db')])).code).toBe(0);
+
+    // d's app holds its write lock: d keeps reading its socket, and x's next changes wait in its memory.
+    d.writer.db.exec('BEGIN IMMEDIATE');
+    writeSome(x, 'x1', 40);
+    await quiesce(ref, [x]);
+    const inbox = () => (d.agent as unknown as { inboxBytes: number }).inboxBytes;
+    await eventually(() => inbox() > 0, "d to hold frames it cannot apply yet", 10_000);
+    await x.stop();
+    await restoreFrom(backup);
+
+    // The restored hub's log goes on differently: another device's changes take the lost seqs.
+    const z = await SyncClient.connect(hub.url, ref.project, ref.token);
+    await z.hello('device-z', await ref.store.headSeq(ref.project));
+    await z.push(1, makeEvents(1, 60).map((e) => ({ ...e, entityId: `z-${e.clientActionId}`, payload: { ...e.payload, newData: { id: `z-${e.clientActionId}`, title: 'from z' } } })));
+    await z.close();
+    d.writer.db.exec('COMMIT');
+    await x.start();
+    await quiesce(ref, devices, 60_000);
+    await checkConverged(ref, devices, tmp.dir);
+    expect(d.writer.row('issues', 'z-60')).toMatchObject({ title: 'from z' });
+  });
 });
 
 /** The push event the agent would make of one of D's outbox rows. */
