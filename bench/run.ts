@@ -1,13 +1,13 @@
 // synchub benchmarks, side by side with the floor of the machine and the peers.
 //
-//   npm run bench                          everything, median of 3 runs (~12 min on 2 cores)
-//   npm run bench -- --quick               1 run, smaller sizes (~3 min)
+//   npm run bench                          everything, median of 3 runs (~16 min on 2 cores)
+//   npm run bench -- --quick               1 run, smaller sizes (~5 min)
 //   npm run bench -- --only ingest,fanout  some scenarios (ingest, fanout, catchup, conns)
-//   npm run bench -- --systems synchub,wsfloor
+//   npm run bench -- --systems synchub,synchub-pg,synchub-pg2   (SQLite; PostgreSQL, 1 and 2 nodes)
 //   npm run bench -- --runs 5 --profile    CPU-profile the synchub hub child (results/profiles/)
 //
-// Every server runs alone in a child process, every load generator in another;
-// everything listens on 127.0.0.1. Writes results/<date>.json and prints tables.
+// Every server runs alone in a child process (synchub-pg2: one per hub node), every load
+// generator in another; all on 127.0.0.1. Writes results/<date>.json and prints tables.
 import { createServer } from 'node:net';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync, existsSync, readdirSync } from 'node:fs';
 import { cpus, totalmem, release, tmpdir, platform } from 'node:os';
