@@ -34,7 +34,7 @@ async function openStore(flags: { db?: string; postgres?: string }, create = fal
 }
 
 const USAGE = `usage:
-  synchub hub serve [--port 8787] [--host 127.0.0.1] [--db ./data/hub.db | --postgres postgres://...] [--retain-events N]
+  synchub hub serve [--port 8787] [--host 127.0.0.1] [--db ./data/hub.db | --postgres postgres://...] [--tls-cert F --tls-key F] [--retain-events N]
   synchub hub project create <project> [--db ...]
   synchub hub project list [--db ...]
   synchub hub token create --project <project> [--role read|write|admin] [--db ...]
@@ -61,23 +61,31 @@ export { USAGE as HUB_USAGE };
 async function serve(argv: string[]): Promise<void> {
   const flags = parseCommand(
     argv,
-    { port: { type: 'string' }, host: { type: 'string' }, 'retain-events': { type: 'string' }, ...storeFlags },
-    z.object({
-      port: portFlag.default(8787),
-      host: z.string().min(1).default('127.0.0.1'),
-      'retain-events': countFlag.optional(),
-      ...storeSchema,
-      positionals: z.array(z.string()).max(0),
-    }),
+    { port: { type: 'string' }, host: { type: 'string' }, 'tls-cert': { type: 'string' }, 'tls-key': { type: 'string' }, 'retain-events': { type: 'string' }, ...storeFlags },
+    z
+      .object({
+        port: portFlag.default(8787),
+        host: z.string().min(1).default('127.0.0.1'),
+        'tls-cert': z.string().min(1).optional(),
+        'tls-key': z.string().min(1).optional(),
+        'retain-events': countFlag.optional(),
+        ...storeSchema,
+        positionals: z.array(z.string()).max(0),
+      })
+      .refine((f) => (f['tls-cert'] === undefined) === (f['tls-key'] === undefined), { message: '--tls-cert and --tls-key go together', path: ['tls-cert'] }),
   );
+  const tls = flags['tls-cert'] && flags['tls-key'] ? { certFile: flags['tls-cert'], keyFile: flags['tls-key'] } : null;
+  for (const file of tls ? [tls.certFile, tls.keyFile] : []) if (!existsSync(file)) throw new UsageError(`no such file: ${file}`);
   const log = createLogger('synchub-hub');
   const store = await openStore(flags, true, log);
-  const hub = new Hub(store, { port: flags.port, host: flags.host, retainEvents: flags['retain-events'] }, log);
+  const hub = new Hub(store, { port: flags.port, host: flags.host, tls, retainEvents: flags['retain-events'] }, log);
+  // A renewed certificate is picked up without a restart.
+  process.on('SIGHUP', () => hub.reloadTls());
   const port = await hub.listen();
   const db = flags.postgres !== undefined ? `--postgres ${redact(flags.postgres)}` : `--db ${flags.db ?? DEFAULT_DB}`;
   process.stdout.write(
-    `synchub hub listening on ws://${flags.host}:${port}  (store: ${db})\n` +
-      `  health:  http://${flags.host}:${port}/healthz   metrics: http://${flags.host}:${port}/metrics\n` +
+    `synchub hub listening on ${tls ? 'wss' : 'ws'}://${flags.host}:${port}  (store: ${db})\n` +
+      `  health:  ${tls ? 'https' : 'http'}://${flags.host}:${port}/healthz   metrics: ${tls ? 'https' : 'http'}://${flags.host}:${port}/metrics\n` +
       `  connect: npx synchub hub project create myproj ${db}\n` +
       `           npx synchub hub token create --project myproj ${db} > token.txt\n` +
       `           npx synchub agent run --db app.db --hub ws://${flags.host}:${port} --project myproj --token-file token.txt\n`,

@@ -123,7 +123,7 @@ export async function startHub(opts: StartHubOptions = {}): Promise<TestHub> {
   const port = await hub.listen();
   let closing: Promise<void> | null = null;
   return {
-    url: `ws://127.0.0.1:${port}`,
+    url: `${opts.options?.tls ? 'wss' : 'ws'}://127.0.0.1:${port}`,
     port,
     hub,
     store,
@@ -180,14 +180,14 @@ export interface SpawnedHub {
   stop(): Promise<ExitInfo>;
 }
 
-const LISTENING_RE = /listening on ws:\/\/([^\s:]+):(\d+)/;
+const LISTENING_RE = /listening on (wss?):\/\/([^\s:]+):(\d+)/;
 
 /**
  * Run `synchub hub serve --port P --db F` (or `--postgres URL`) as a child process and wait for
  * its "listening on ws://HOST:PORT" line (which carries the bound port, also with port 0).
  */
-export async function spawnHub(dbPath: string, port = 0, opts: { timeoutMs?: number; env?: NodeJS.ProcessEnv } = {}): Promise<SpawnedHub> {
-  const proc = spawn(process.execPath, [CLI_PATH, 'hub', 'serve', '--port', String(port), '--host', '127.0.0.1', ...storeFlags(dbPath)], {
+export async function spawnHub(dbPath: string, port = 0, opts: { timeoutMs?: number; env?: NodeJS.ProcessEnv; args?: string[] } = {}): Promise<SpawnedHub> {
+  const proc = spawn(process.execPath, [CLI_PATH, 'hub', 'serve', '--port', String(port), '--host', '127.0.0.1', ...storeFlags(dbPath), ...(opts.args ?? [])], {
     cwd: REPO_ROOT,
     stdio: ['ignore', 'pipe', 'pipe'],
     env: { ...process.env, SYNCHUB_LOG_LEVEL: 'warn', ...opts.env },
@@ -204,7 +204,7 @@ export async function spawnHub(dbPath: string, port = 0, opts: { timeoutMs?: num
     kill('SIGKILL');
     return exited;
   };
-  const bound = await new Promise<number>((resolve, reject) => {
+  const bound = await new Promise<{ scheme: string; port: number }>((resolve, reject) => {
     const timeoutMs = opts.timeoutMs ?? 20_000;
     const timer = setTimeout(() => {
       kill('SIGKILL');
@@ -215,7 +215,7 @@ export async function spawnHub(dbPath: string, port = 0, opts: { timeoutMs?: num
       if (!m) return;
       clearTimeout(timer);
       proc.stdout!.off('data', onData);
-      resolve(Number(m[2]));
+      resolve({ scheme: m[1]!, port: Number(m[3]) });
     };
     proc.stdout!.on('data', onData);
     void exited.then((e) => {
@@ -224,8 +224,8 @@ export async function spawnHub(dbPath: string, port = 0, opts: { timeoutMs?: num
     });
   });
   return {
-    url: `ws://127.0.0.1:${bound}`,
-    port: bound,
+    url: `${bound.scheme}://127.0.0.1:${bound.port}`,
+    port: bound.port,
     pid: proc.pid!,
     proc,
     stdout: () => out,
