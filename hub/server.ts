@@ -1,15 +1,19 @@
 // The hub: an HTTP server whose upgrade handler authenticates before any socket
-// exists, then hands each socket to a Connection. Also /healthz and /metrics.
+// exists, then hands each socket to a Connection. Also /healthz; everything else for
+// operators is on the admin listener (admin.ts).
 import { createServer, type IncomingMessage, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { WebSocketServer } from 'ws';
 import { silentLogger, type Logger } from '../shared/log.ts';
+import { VERSION } from '../shared/version.ts';
+import { AdminServer } from './admin.ts';
 import { HubOptionsSchema, type HubOptions, type HubOptionsInput } from './config.ts';
 import { GroupCommitter } from './commit.ts';
 import { Connection } from './connection.ts';
 import { ProjectChannel } from './fanout.ts';
-import { createMetrics, type HubMetrics } from './metrics.ts';
+import { createMetrics, type HubMetrics, type ProjectFigures } from './metrics.ts';
+import { StatusBoard, type DeviceStatus } from './status.ts';
 import type { EventStore } from './store/event-store.ts';
 import { authenticate } from './tokens.ts';
 
@@ -27,6 +31,8 @@ export class Hub {
   private pingTimer: NodeJS.Timeout | null = null;
   private stallTimer: NodeJS.Timeout | null = null;
   private stopping = false;
+  private readonly board: StatusBoard;
+  private readonly admin: AdminServer | null;
 
   constructor(
     readonly store: EventStore,
@@ -34,10 +40,30 @@ export class Hub {
     private readonly log: Logger = silentLogger,
   ) {
     this.options = HubOptionsSchema.parse(options);
-    this.metrics = createMetrics();
+    this.metrics = createMetrics(() => this.figures());
+    this.board = new StatusBoard(
+      {
+        version: VERSION,
+        metrics: this.metrics,
+        figures: () => this.figures(),
+        devices: () => this.devices(),
+        connections: () => this.connections.size,
+        readiness: () => this.readiness(),
+      },
+      this.options.statusSampleMs,
+    );
+    const { adminPort, adminHost, adminPortOptional } = this.options;
+    this.admin =
+      adminPort === null
+        ? null
+        : new AdminServer(
+            { metrics: this.metrics, board: this.board, readiness: () => this.readiness(), stopping: () => this.stopping, log },
+            { host: adminHost, port: adminPort, optional: adminPortOptional },
+          );
     this.committer = new GroupCommitter(store, this.options.commitMaxEvents, (committed, ms, count) => {
       this.metrics.commits.observe(ms / 1000);
       this.metrics.eventsCommitted.inc(count);
+      for (const [project, events] of committed) this.metrics.projectEventsCommitted.inc({ project }, events.length);
       // Synchronously, before any reader can look at the store again: a channel's head
       // is never behind what a reader could fetch. The channel exists: the pushing
       // connection awaited it before its first push.
@@ -50,12 +76,22 @@ export class Hub {
     this.http.on('upgrade', (req, socket, head) => void this.onUpgrade(req, socket, head));
   }
 
-  /** Listen; resolves with the bound port (useful with port 0). */
+  /**
+   * Listen on the public port, then the admin port (when configured); resolves with the bound
+   * public port (useful with port 0). An admin port that cannot be bound fails the whole start,
+   * unless it is the optional default (see HubOptions.adminPortOptional).
+   */
   async listen(): Promise<number> {
     await new Promise<void>((resolve, reject) => {
       this.http.once('error', reject);
       this.http.listen(this.options.port, this.options.host, () => resolve());
     });
+    try {
+      await this.admin?.listen();
+    } catch (err) {
+      await new Promise<void>((resolve) => this.http.close(() => resolve()));
+      throw err;
+    }
     this.pingTimer = setInterval(() => {
       for (const c of this.connections) c.ping();
     }, this.options.pingIntervalMs);
@@ -71,6 +107,59 @@ export class Hub {
     const port = (this.http.address() as AddressInfo).port;
     this.log.info({ host: this.options.host, port }, 'hub listening');
     return port;
+  }
+
+  /** The admin listener's bound port; null when there is none (not configured, or the default port was taken). */
+  get adminPort(): number | null {
+    return this.admin?.port ?? null;
+  }
+
+  /** Not ready while shutting down or while the store could not take a commit. */
+  async readiness(): Promise<{ ready: boolean; reason: string | null }> {
+    if (this.stopping) return { ready: false, reason: 'shutting_down' };
+    try {
+      await this.store.ping();
+      return { ready: true, reason: null };
+    } catch (err) {
+      return { ready: false, reason: `store_unavailable: ${(err as Error).message}` };
+    }
+  }
+
+  /** Every streaming device, by project, with how far behind the head it is. */
+  private devices(): Map<string, DeviceStatus[]> {
+    const out = new Map<string, DeviceStatus[]>();
+    for (const c of this.connections) {
+      const s = c.streamState();
+      if (!s) continue;
+      const head = this.channels.get(c.project)?.head ?? s.cursor;
+      const list = out.get(c.project) ?? [];
+      list.push({ deviceId: c.deviceId, cursor: s.cursor, lag: Math.max(0, head - s.cursor), address: c.address, connectedSince: c.connectedSince, bytesBuffered: s.bytesBuffered });
+      out.set(c.project, list);
+    }
+    return out;
+  }
+
+  /** Per project: the figures /metrics gauges and /api/status both report. Every project in the store, or the open ones when it cannot be read. */
+  private async figures(): Promise<ProjectFigures[]> {
+    const heads = new Map<string, number>();
+    try {
+      for (const p of await this.store.listProjects()) heads.set(p.name, p.headSeq);
+    } catch {
+      // The store is down (readiness says so); what the hub holds in memory is still worth showing.
+    }
+    // An open channel's head is the live one (the store's row may lag a commit in flight).
+    for (const [project, ch] of this.channels) heads.set(project, ch.head);
+    const devices = this.devices();
+    return [...heads].map(([project, headSeq]) => {
+      const list = devices.get(project) ?? [];
+      return {
+        project,
+        headSeq,
+        devices: list.length,
+        maxLagEvents: list.reduce((m, d) => Math.max(m, d.lag), 0),
+        bytesBuffered: list.reduce((n, d) => n + d.bytesBuffered, 0),
+      };
+    });
   }
 
   /** The channel of a project, created on first use with the head from the store. */
@@ -95,9 +184,6 @@ export class Hub {
     if (req.method === 'GET' && path === '/healthz') {
       res.writeHead(this.stopping ? 503 : 200, { 'content-type': 'application/json' });
       res.end(JSON.stringify({ ok: !this.stopping, connections: this.connections.size }));
-    } else if (req.method === 'GET' && path === '/metrics') {
-      res.writeHead(200, { 'content-type': this.metrics.registry.contentType });
-      res.end(await this.metrics.registry.metrics());
     } else {
       res.writeHead(404, { 'content-type': 'application/json' });
       res.end(JSON.stringify({ error: 'not_found' }));
@@ -136,6 +222,7 @@ export class Hub {
         log: this.log,
         channel: (p) => this.channel(p),
         stopping: () => this.stopping,
+        onError: (e) => this.board.recordError(e),
       });
       this.connections.add(conn);
       this.metrics.connections.inc();
@@ -168,6 +255,8 @@ export class Hub {
     this.http.closeAllConnections?.();
     await httpClosed;
     await this.store.close();
+    // Last: /readyz answers 503 for the whole shutdown.
+    await this.admin?.close();
     this.log.info('hub stopped');
   }
 }

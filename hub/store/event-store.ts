@@ -51,5 +51,11 @@ export interface EventStore {
   /** Marks the token revoked; false when there is no such token. */
   revokeToken(id: string, at: string): Promise<boolean>;
 
+  /**
+   * Rejects when the store could not take a commit now (unreachable, its file gone, its write
+   * lock held by another process); answers at once, without waiting for a lock. For /readyz.
+   */
+  ping(): Promise<void>;
+
   close(): Promise<void>;
 }

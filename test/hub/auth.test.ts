@@ -117,20 +117,10 @@ describe('HTTP endpoints', () => {
     expect(await res.json()).toEqual({ ok: true, connections: 1 });
   });
 
-  it('/metrics answers in the Prometheus text format with the hub counters', async () => {
-    const c = await SyncClient.open(h.url, 'p1', h.token, 'dev-a');
-    await c.push(1, [makeEvent(1), makeEvent(2)]);
-    const res = await fetch(httpUrl('/metrics'));
-    expect(res.status).toBe(200);
-    expect(res.headers.get('content-type')).toMatch(/^text\/plain/);
-    const text = await res.text();
-    expect(text).toMatch(/^synchub_events_committed_total 2$/m);
-    expect(text).toMatch(/^synchub_connections 1$/m);
-    expect(text).toMatch(/^synchub_pushes_total 1$/m);
-  });
-
   it('other plain HTTP paths get 404', async () => {
     expect((await fetch(httpUrl('/nope'))).status).toBe(404);
+    // Operators' endpoints live on the admin listener only (test/hub/admin.test.ts).
+    for (const path of ['/metrics', '/readyz', '/api/status', '/']) expect((await fetch(httpUrl(path))).status, path).toBe(404);
     expect((await fetch(httpUrl('/v1/projects/p1/sync'))).status).toBe(404);
   });
 });

@@ -2,6 +2,7 @@
 //
 //   startHub(opts)       an in-process Hub on 127.0.0.1:0 over a real SQLite file in a fresh temp dir
 //   spawnHub(dbPath)     the real CLI (`synchub hub serve`) as a child process, for crash/restart tests
+//                        (its admin listener on a free port: many hubs run side by side)
 //   runCli(args)         any `synchub ...` command as a child process, collecting exit code and output
 //   initHubDb(dbPath)    create a project and a token in a hub database file without a running hub
 //   makeTempDir()        a fresh temp dir (removed by the caller, or by removeTempDirs())
@@ -46,7 +47,7 @@ export interface StartHubOptions {
   project?: string | null;
   /** Role of the token created for `project` (default 'write'). */
   role?: Role;
-  /** Hub options (port and host are fixed to 0 and 127.0.0.1 unless given). */
+  /** Hub options (port and host are fixed to 0 and 127.0.0.1 unless given; no admin listener unless adminPort is given). */
   options?: HubOptionsInput;
   /** Use this database file instead of a fresh one (e.g. written by the CLI). */
   dbPath?: string;
@@ -58,6 +59,8 @@ export interface TestHub {
   /** Base URL, `ws://127.0.0.1:PORT`; clients append `/v1/projects/<p>/sync`. */
   url: string;
   port: number;
+  /** The admin listener's base URL (`http://127.0.0.1:PORT`) when options.adminPort was given, else ''. */
+  adminUrl: string;
   hub: Hub;
   store: SqliteEventStore;
   dbPath: string;
@@ -92,6 +95,7 @@ export async function startHub(opts: StartHubOptions = {}): Promise<TestHub> {
   return {
     url: `ws://127.0.0.1:${port}`,
     port,
+    adminUrl: hub.adminPort === null ? '' : `http://127.0.0.1:${hub.adminPort}`,
     hub,
     store,
     dbPath,
@@ -134,6 +138,8 @@ export interface SpawnedHub {
   /** Base URL, `ws://127.0.0.1:PORT`. */
   url: string;
   port: number;
+  /** The admin listener's base URL, `http://127.0.0.1:PORT`. */
+  adminUrl: string;
   pid: number;
   proc: ChildProcess;
   /** Everything written to stdout / stderr so far. */
@@ -148,13 +154,15 @@ export interface SpawnedHub {
 }
 
 const LISTENING_RE = /listening on ws:\/\/([^\s:]+):(\d+)/;
+const DASHBOARD_RE = /dashboard: (http:\/\/\S+?)\//;
 
 /**
  * Run `synchub hub serve --port P --db F` as a child process and wait for its
  * "listening on ws://HOST:PORT" line (which carries the bound port, also with port 0).
  */
 export async function spawnHub(dbPath: string, port = 0, opts: { timeoutMs?: number; env?: NodeJS.ProcessEnv } = {}): Promise<SpawnedHub> {
-  const proc = spawn(process.execPath, [CLI_PATH, 'hub', 'serve', '--port', String(port), '--host', '127.0.0.1', '--db', dbPath], {
+  const args = ['hub', 'serve', '--port', String(port), '--host', '127.0.0.1', '--admin-port', '0', '--db', dbPath];
+  const proc = spawn(process.execPath, [CLI_PATH, ...args], {
     cwd: REPO_ROOT,
     stdio: ['ignore', 'pipe', 'pipe'],
     env: { ...process.env, SYNCHUB_LOG_LEVEL: 'warn', ...opts.env },
@@ -171,7 +179,7 @@ export async function spawnHub(dbPath: string, port = 0, opts: { timeoutMs?: num
     kill('SIGKILL');
     return exited;
   };
-  const bound = await new Promise<number>((resolve, reject) => {
+  const bound = await new Promise<{ port: number; adminUrl: string }>((resolve, reject) => {
     const timeoutMs = opts.timeoutMs ?? 20_000;
     const timer = setTimeout(() => {
       kill('SIGKILL');
@@ -179,10 +187,11 @@ export async function spawnHub(dbPath: string, port = 0, opts: { timeoutMs?: num
     }, timeoutMs);
     const onData = () => {
       const m = LISTENING_RE.exec(out);
-      if (!m) return;
+      const admin = DASHBOARD_RE.exec(out);
+      if (!m || !admin) return;
       clearTimeout(timer);
       proc.stdout!.off('data', onData);
-      resolve(Number(m[2]));
+      resolve({ port: Number(m[2]), adminUrl: admin[1]! });
     };
     proc.stdout!.on('data', onData);
     void exited.then((e) => {
@@ -191,8 +200,9 @@ export async function spawnHub(dbPath: string, port = 0, opts: { timeoutMs?: num
     });
   });
   return {
-    url: `ws://127.0.0.1:${bound}`,
-    port: bound,
+    url: `ws://127.0.0.1:${bound.port}`,
+    port: bound.port,
+    adminUrl: bound.adminUrl,
     pid: proc.pid!,
     proc,
     stdout: () => out,
