@@ -270,3 +270,67 @@ export async function metricValue(hub: Hub, name: string, labels: Record<string,
     .filter((v) => Object.entries(labels).every(([k, val]) => (v.labels as Record<string, unknown>)[k] === val))
     .reduce((sum, v) => sum + v.value, 0);
 }
+
+export interface RunningCli {
+  proc: ChildProcess;
+  /** Everything written to stdout / stderr so far. */
+  stdout(): string;
+  stderr(): string;
+  /** Resolves once stdout matches `re` (rejects after timeoutMs, or if the process exits first). */
+  waitForStdout(re: RegExp, timeoutMs?: number): Promise<RegExpExecArray>;
+  exited: Promise<ExitInfo>;
+  /** SIGKILL if still running, and wait for the exit. For afterEach. */
+  stop(): Promise<ExitInfo>;
+}
+
+/** Start a long-running `synchub <args...>` (e.g. `agent tail`, `demo --keep`) and watch its output. */
+export function spawnCli(args: string[], opts: { env?: NodeJS.ProcessEnv } = {}): RunningCli {
+  const proc = spawn(process.execPath, [CLI_PATH, ...args], {
+    cwd: REPO_ROOT,
+    stdio: ['ignore', 'pipe', 'pipe'],
+    env: { ...process.env, ...opts.env },
+  });
+  let out = '';
+  let err = '';
+  proc.stdout!.setEncoding('utf8').on('data', (d: string) => (out += d));
+  proc.stderr!.setEncoding('utf8').on('data', (d: string) => (err += d));
+  const exited = new Promise<ExitInfo>((resolve) => proc.once('exit', (code, signal) => resolve({ code, signal })));
+  let done = false;
+  void exited.then(() => (done = true));
+  return {
+    proc,
+    stdout: () => out,
+    stderr: () => err,
+    waitForStdout(re, timeoutMs = 20_000) {
+      return new Promise((resolve, reject) => {
+        const check = () => {
+          const m = re.exec(out);
+          if (m) {
+            finish();
+            resolve(m);
+          } else if (done) {
+            finish();
+            reject(new Error(`synchub ${args.join(' ')} exited before printing ${re}; stdout: ${out}; stderr: ${err}`));
+          }
+        };
+        const timer = setTimeout(() => {
+          finish();
+          reject(new Error(`synchub ${args.join(' ')} did not print ${re} within ${timeoutMs} ms; stdout: ${out}; stderr: ${err}`));
+        }, timeoutMs);
+        const finish = () => {
+          clearTimeout(timer);
+          proc.stdout!.off('data', check);
+          void exited.then(() => {}, () => {});
+        };
+        proc.stdout!.on('data', check);
+        void exited.then(check);
+        check();
+      });
+    },
+    exited,
+    async stop() {
+      if (proc.exitCode === null && proc.signalCode === null) proc.kill('SIGKILL');
+      return exited;
+    },
+  };
+}
