@@ -151,7 +151,12 @@ export async function demoCli(argv: string[]): Promise<number> {
     await sync(laptop, phone, { id: 'issue-3', title: 'Read the docs', status: 'open' });
     await sync(phone, laptop, { id: 'issue-1', title: 'Write the demo', status: 'closed' });
     process.stdout.write(`\nboth devices hold the same ${laptop.count()} issues; the hub's log has ${await store.headSeq('demo')} events.\n`);
-    if (f.keep) await keepWriting(laptop, phone);
+    if (f.keep) {
+      // A read token of this throwaway hub, so a person can watch the log too.
+      const read = await createToken(store, 'demo', 'read');
+      process.stdout.write(`watch the log:  SYNCHUB_TOKEN=${read.token} npx synchub agent tail --hub ${url} --project demo\n`);
+      await keepWriting(laptop, phone);
+    }
   } catch (err) {
     await stopAll();
     rmSync(dir, { recursive: true, force: true });

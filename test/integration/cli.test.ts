@@ -5,7 +5,7 @@ import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { readFileSync } from 'node:fs';
-import { makeTempDir, REPO_ROOT, removeTempDirs, runCli } from '../kit/hub.ts';
+import { makeTempDir, REPO_ROOT, removeTempDirs, runCli, spawnCli } from '../kit/hub.ts';
 
 afterAll(() => removeTempDirs());
 
@@ -102,5 +102,21 @@ describe('synchub demo', () => {
     expect(r.stdout).toMatch(/laptop wrote issue-1 .* -> on phone after \d+\.\d ms/);
     expect(r.stdout).toMatch(/phone +wrote issue-1 "Write the demo" closed .* -> on laptop after \d+\.\d ms/);
     expect(r.stdout).toMatch(/both devices hold the same 3 issues; the hub's log has 4 events/);
+  });
+
+  it('--keep stays up, serving the dashboard, until SIGINT, then exits 0', async () => {
+    const demo = spawnCli(['demo', '--keep', '--admin-port', '0']);
+    try {
+      const [, dashboard] = (await demo.waitForStdout(/dashboard: (http:\/\/\S+)/, 60_000)) as unknown as [string, string];
+      await demo.waitForStdout(/wrote issue-4 .* -> on \w+ after/, 60_000);
+      const status = (await (await fetch(`${dashboard}api/status`)).json()) as { projects: { project: string; headSeq: number; devices: unknown[] }[] };
+      const p = status.projects.find((x) => x.project === 'demo')!;
+      expect(p.headSeq).toBeGreaterThanOrEqual(5);
+      expect(p.devices).toHaveLength(2);
+      demo.proc.kill('SIGINT');
+      expect(await demo.exited).toEqual({ code: 0, signal: null });
+    } finally {
+      await demo.stop();
+    }
   });
 });
