@@ -1,11 +1,13 @@
 // The command line as a new user meets it: --help everywhere with an example, --version, every
 // flag also from its SYNCHUB_* variable (a flag beats it, a bad value is refused like a bad flag),
 // and `synchub demo` syncing two devices and exiting 0.
+import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { readFileSync } from 'node:fs';
-import { makeTempDir, REPO_ROOT, removeTempDirs, runCli, spawnCli } from '../kit/hub.ts';
+import { CLI_PATH, makeTempDir, REPO_ROOT, removeTempDirs, runCli, spawnCli } from '../kit/hub.ts';
+import { eventually } from '../kit/ws-client.ts';
 
 afterAll(() => removeTempDirs());
 
@@ -117,6 +119,41 @@ describe('synchub demo', () => {
       expect(await demo.exited).toEqual({ code: 0, signal: null });
     } finally {
       await demo.stop();
+    }
+  });
+});
+
+describe('logs', () => {
+  it('are JSON lines when stderr is not a terminal', async () => {
+    const hub = spawnCli(['hub', 'serve', '--port', '0', '--admin-port', '0', '--log-level', 'info', '--db', join(makeTempDir(), 'hub.db')]);
+    try {
+      await hub.waitForStdout(/listening on ws:/);
+      await eventually(() => hub.stderr().includes('admin listener up'), 'the admin listener log line', 20_000);
+      const lines = hub.stderr().trimEnd().split('\n');
+      for (const line of lines) expect(() => JSON.parse(line), line).not.toThrow();
+      expect(lines.map((l) => (JSON.parse(l) as { msg: string }).msg)).toContain('hub listening');
+      hub.proc.kill('SIGTERM');
+      expect((await hub.exited).code).toBe(0);
+    } finally {
+      await hub.stop();
+    }
+  });
+
+  it('are short readable lines in a terminal', async () => {
+    // `script` runs the hub on a pseudo-terminal, as a person's shell would.
+    const cmd = [process.execPath, CLI_PATH, 'hub', 'serve', '--port', '0', '--admin-port', '0', '--db', join(makeTempDir(), 'hub.db')].map((a) => `'${a}'`).join(' ');
+    const proc = spawn('script', ['-qfec', cmd, '/dev/null'], { cwd: REPO_ROOT, stdio: ['pipe', 'pipe', 'pipe'], detached: true, env: { ...process.env, SYNCHUB_LOG_LEVEL: 'info' } });
+    let out = '';
+    proc.stdout.setEncoding('utf8').on('data', (d: string) => (out += d));
+    const exited = new Promise((r) => proc.once('exit', r));
+    try {
+      await eventually(() => /admin listener up/.test(out), 'the admin listener log line', 20_000);
+      const line = out.split(/\r?\n/).find((l) => l.includes('hub listening'))!;
+      expect(line).toMatch(/^\d\d:\d\d:\d\d INFO {2}hub listening {2}host=127\.0\.0\.1 port=\d+$/);
+      expect(out).not.toMatch(/"level":/);
+    } finally {
+      process.kill(-proc.pid!, 'SIGKILL');
+      await exited;
     }
   });
 });

@@ -5,6 +5,7 @@ import { envName, HelpRequested, parseCommand, portFlag, UsageError } from '../.
 import { ClientFrame, parseFrame } from '../../shared/protocol.ts';
 import { entityTable, mapActionType } from '../../shared/td-actions.ts';
 import { toIso } from '../../shared/time.ts';
+import { prettyLine } from '../../shared/log.ts';
 
 describe('toIso', () => {
   it.each([
@@ -92,5 +93,15 @@ describe('parseCommand', () => {
         expect((err as Error).message).toMatch(/example:\n  synchub x a --port 1\n$/);
       }
     }
+  });
+});
+
+describe('prettyLine', () => {
+  it('turns a pino JSON line into time, level, message and the other fields', () => {
+    const time = new Date(2026, 0, 2, 13, 4, 5).getTime();
+    const line = prettyLine(JSON.stringify({ level: 40, time, pid: 7, name: 'synchub-hub', msg: 'closing connection', project: 'p1', code: 'slow_consumer', message: 'nothing read' }));
+    expect(line).toBe('13:04:05 WARN  closing connection  project=p1 code=slow_consumer message="nothing read"\n');
+    expect(prettyLine(JSON.stringify({ level: 30, time, msg: 'hub stopped' }))).toBe('13:04:05 INFO  hub stopped\n');
+    expect(prettyLine('not json')).toBe('not json\n');
   });
 });
