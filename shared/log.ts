@@ -35,9 +35,13 @@ export function prettyLine(json: string): string {
   return `${time} ${level} ${String(rec.msg ?? '')}${fields ? `  ${fields}` : ''}\n`;
 }
 
-/** A destination that rewrites each JSON line as a readable one on stderr. */
+/**
+ * A destination that rewrites each JSON line as a readable one on stderr. Each starts by clearing
+ * the terminal's current line: a progress line drawn there (agent/progress.ts) is replaced, not
+ * run into, and is drawn again below on its next tick.
+ */
 function prettyDestination(): DestinationStream {
-  return { write: (line: string) => void process.stderr.write(prettyLine(line)) };
+  return { write: (line: string) => void process.stderr.write(`\r\x1b[K${prettyLine(line)}`) };
 }
 
 /**

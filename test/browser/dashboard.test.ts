@@ -58,8 +58,21 @@ describe('dashboard page', () => {
     const laptopRow = await page.locator('tr[data-device-id="dev-laptop"]').innerText();
     expect(laptopRow).toContain('127.0.0.1:');
 
-    // Let the events/s chart draw a few samples with traffic in them, then keep a picture.
-    await expect.poll(async () => Number(await project.locator('td').nth(2).textContent()), { timeout: 15_000 }).toBeGreaterThan(0);
+    // Keep events flowing until the page shows a non-zero events/s (the rate covers the last few
+    // samples only, so a page that polls late must still see traffic), then keep a picture.
+    let flowing = true;
+    const flow = (async () => {
+      for (let n = 61; flowing; n++) {
+        await writer.push(n, makeEvents(n, 1));
+        await new Promise((r) => setTimeout(r, 100));
+      }
+    })();
+    try {
+      await expect.poll(async () => Number(await project.locator('td').nth(2).textContent()), { timeout: 15_000 }).toBeGreaterThan(0);
+    } finally {
+      flowing = false;
+      await flow;
+    }
     mkdirSync(join(REPO_ROOT, 'test-output'), { recursive: true });
     await page.screenshot({ path: SCREENSHOT, fullPage: true });
     expect(existsSync(SCREENSHOT)).toBe(true);

@@ -128,7 +128,7 @@ describe('logs', () => {
     const hub = spawnCli(['hub', 'serve', '--port', '0', '--admin-port', '0', '--log-level', 'info', '--db', join(makeTempDir(), 'hub.db')]);
     try {
       await hub.waitForStdout(/listening on ws:/);
-      await eventually(() => hub.stderr().includes('admin listener up'), 'the admin listener log line', 20_000);
+      await eventually(() => /hub listening[^\n]*\n/.test(hub.stderr()), 'the listening log line', 20_000);
       const lines = hub.stderr().trimEnd().split('\n');
       for (const line of lines) expect(() => JSON.parse(line), line).not.toThrow();
       expect(lines.map((l) => (JSON.parse(l) as { msg: string }).msg)).toContain('hub listening');
@@ -147,8 +147,9 @@ describe('logs', () => {
     proc.stdout.setEncoding('utf8').on('data', (d: string) => (out += d));
     const exited = new Promise((r) => proc.once('exit', r));
     try {
-      await eventually(() => /admin listener up/.test(out), 'the admin listener log line', 20_000);
-      const line = out.split(/\r?\n/).find((l) => l.includes('hub listening'))!;
+      await eventually(() => /hub listening[^\n]*\n/.test(out), 'the listening log line', 20_000);
+      // Each log line first clears the terminal's line (a progress line may be drawn there).
+      const line = out.split(/\r?\n/).find((l) => l.includes('hub listening'))!.replace('\r\x1b[K', '');
       expect(line).toMatch(/^\d\d:\d\d:\d\d INFO {2}hub listening {2}host=127\.0\.0\.1 port=\d+$/);
       expect(out).not.toMatch(/"level":/);
     } finally {
