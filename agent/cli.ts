@@ -23,7 +23,7 @@ export const AGENT_COMMANDS = {
     usage: 'synchub agent run --db <app.db> --hub <ws-url> --project <project> [--tables t1,t2] [--token-file FILE]',
     summary: "Run the agent beside an app: push its outbox, apply the hub's stream, resume after any disconnect.",
     details: [
-      '--hub URL         the hub (ws://host:8787 or wss://...)',
+      '--hub URL         the hub (ws://host:8787 or wss://...); several hub nodes, comma-separated, are tried in turn',
       '--tables LIST     tables to sync (default: every table with a TEXT primary key id)',
       '--token-file F    file holding the token; or set SYNCHUB_TOKEN',
       '--log-level L     debug|info|warn|error (default info); logs are JSON lines unless stderr is a terminal',
@@ -45,6 +45,7 @@ export const AGENT_COMMANDS = {
     usage: 'synchub agent tail --hub <ws-url> --project <project> [--after N] [--token-file FILE]',
     summary: "Print a project's events, one JSON line each, as they commit (a read token is enough).",
     details: [
+      '--hub URL         the hub (ws://host:8787 or wss://...); several hub nodes, comma-separated, are tried in turn',
       '--after N         start after seq N (default 0: the whole retained log, then live events)',
       '--token-file F    file holding the token; or set SYNCHUB_TOKEN',
     ].join('\n'),

@@ -18,7 +18,10 @@ export const LinkState = {
 export type LinkState = (typeof LinkState)[keyof typeof LinkState];
 
 export interface LinkOptions {
-  /** Full sync URL (…/v1/projects/<p>/sync). */
+  /**
+   * Full sync URL (…/v1/projects/<p>/sync), or several separated by commas: hub nodes on one
+   * store, tried in turn (the next one after every failed attempt or lost connection).
+   */
   url: string;
   token: string;
   deviceId: string;
@@ -58,6 +61,9 @@ export class Link extends EventEmitter<LinkEvents> {
   private paused = false;
   private readonly log: Logger;
   private readonly o: Required<Omit<LinkOptions, 'log'>>;
+  private readonly urls: string[];
+  /** Index in `urls` of the node to try next. */
+  private node = 0;
 
   constructor(opts: LinkOptions) {
     super();
@@ -75,6 +81,7 @@ export class Link extends EventEmitter<LinkEvents> {
       pingIntervalMs,
     } as Required<Omit<LinkOptions, 'log'>>;
     this.backoff = new Backoff({ baseMs: this.o.backoffBaseMs, capMs: this.o.backoffCapMs });
+    this.urls = this.o.url.split(',').filter(Boolean);
   }
 
   start(): void {
@@ -130,7 +137,7 @@ export class Link extends EventEmitter<LinkEvents> {
 
   private connect(): void {
     this.setState(LinkState.Connecting);
-    const ws = new WebSocket(this.o.url, {
+    const ws = new WebSocket(this.urls[this.node]!, {
       headers: { authorization: `Bearer ${this.o.token}` },
       handshakeTimeout: 10_000,
       // The hub's frames are bounded by its page size; this is a sanity cap.
@@ -215,7 +222,9 @@ export class Link extends EventEmitter<LinkEvents> {
     ws.terminate();
     if (this.state === LinkState.Stopped) return;
     const retryInMs = this.backoff.next();
-    this.log.info({ reason, retryInMs }, 'link down');
+    // With several hub nodes, the next attempt goes to the next one: this one may be down.
+    this.node = (this.node + 1) % this.urls.length;
+    this.log.info({ reason, retryInMs, ...(this.urls.length > 1 ? { next: this.urls[this.node] } : {}) }, 'link down');
     this.setState(LinkState.Waiting);
     this.emit('down', { reason, retryInMs });
     this.retryTimer = setTimeout(() => {
@@ -237,8 +246,12 @@ export class Link extends EventEmitter<LinkEvents> {
   }
 }
 
-/** The sync URL for a hub base URL; a URL that already ends in the sync path is kept. */
+/**
+ * The sync URL for a hub base URL; a URL that already ends in the sync path is kept. Several
+ * base URLs separated by commas (hub nodes) give their sync URLs, separated by commas.
+ */
 export function syncUrl(hub: string, project: string): string {
+  if (hub.includes(',')) return hub.split(',').map((h) => syncUrl(h.trim(), project)).join(',');
   const url = new URL(hub);
   if (url.protocol !== 'ws:' && url.protocol !== 'wss:') throw new Error(`hub URL must start with ws:// or wss://, got ${hub}`);
   if (/\/v1\/projects\/[^/]+\/sync$/.test(url.pathname)) return url.toString();

@@ -5,12 +5,13 @@ import type { AddressInfo } from 'node:net';
 import type { Logger } from '../shared/log.ts';
 import { DASHBOARD_HTML } from './dashboard-page.ts';
 import type { HubMetrics } from './metrics.ts';
+import type { Readiness } from './server.ts';
 import type { StatusBoard } from './status.ts';
 
 export interface AdminDeps {
   metrics: HubMetrics;
   board: StatusBoard;
-  readiness: () => Promise<{ ready: boolean; reason: string | null }>;
+  readiness: () => Promise<Readiness>;
   stopping: () => boolean;
   log: Logger;
 }
@@ -73,7 +74,7 @@ export class AdminServer {
         return json(res, this.deps.stopping() ? 503 : 200, { ok: !this.deps.stopping() });
       case '/readyz': {
         const r = await this.deps.readiness();
-        return json(res, r.ready ? 200 : 503, { ready: r.ready, reason: r.reason });
+        return json(res, r.ready ? 200 : 503, r);
       }
       case '/metrics':
         res.writeHead(200, { 'content-type': this.deps.metrics.registry.contentType });

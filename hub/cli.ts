@@ -3,9 +3,10 @@ import { existsSync } from 'node:fs';
 import { z } from 'zod';
 import { SyncError } from '../shared/errors.ts';
 import { formatCommandList, parseCommand, portFlag, UsageError, type CommandHelp } from '../shared/cli.ts';
-import { createLogger, logLevelFlag } from '../shared/log.ts';
+import { createLogger, logLevelFlag, type Logger } from '../shared/log.ts';
 import { Hub } from './server.ts';
 import type { EventStore } from './store/event-store.ts';
+import { PostgresEventStore, redact } from './store/postgres.ts';
 import { SqliteEventStore } from './store/sqlite.ts';
 import { assertProjectName, createToken } from './tokens.ts';
 
@@ -13,10 +14,19 @@ const DEFAULT_DB = './data/hub.db';
 const DEFAULT_ADMIN_PORT = 9787;
 
 const storeFlags = { db: { type: 'string' }, postgres: { type: 'string' } } as const;
-const storeSchema = { db: z.string().min(1).optional(), postgres: z.string().optional() };
+const storeSchema = {
+  db: z.string().min(1).optional(),
+  postgres: z
+    .string()
+    .regex(/^postgres(ql)?:\/\//, 'expected a postgres:// or postgresql:// URL')
+    .optional(),
+};
 
-function openStore(flags: { db?: string; postgres?: string }, create = false): EventStore {
-  if (flags.postgres !== undefined) throw new UsageError('--postgres is not available in this version; use --db (SQLite)');
+async function openStore(flags: { db?: string; postgres?: string }, create = false, log?: Logger): Promise<EventStore> {
+  if (flags.postgres !== undefined) {
+    if (flags.db !== undefined) throw new UsageError('give either --db (SQLite) or --postgres (PostgreSQL), not both');
+    return PostgresEventStore.open(flags.postgres, log);
+  }
   const path = flags.db ?? DEFAULT_DB;
   // Only `serve` and `project create` may create the database: any other admin command
   // on a missing (e.g. mistyped) --db fails instead of leaving a new empty hub db behind.
@@ -27,12 +37,13 @@ function openStore(flags: { db?: string; postgres?: string }, create = false): E
 /** Every `synchub hub ...` command, as `synchub hub --help` lists them and each `--help` shows. */
 export const HUB_COMMANDS = {
   serve: {
-    usage: 'synchub hub serve [--port 8787] [--host 127.0.0.1] [--db ./data/hub.db] [--admin-port 9787] [--admin-host 127.0.0.1]',
+    usage: 'synchub hub serve [--port 8787] [--host 127.0.0.1] [--db ./data/hub.db | --postgres URL] [--admin-port 9787] [--admin-host 127.0.0.1]',
     summary: 'Run the hub: WebSocket sync on --port, health/metrics/status/dashboard on the admin listener.',
     details: [
-      '--port N          public port (WebSocket sync and /healthz); 0 picks a free one (default 8787)',
+      '--port N          public port (WebSocket sync, /healthz and /readyz); 0 picks a free one (default 8787)',
       '--host H          public address (default 127.0.0.1; 0.0.0.0 for every interface)',
       '--db FILE         the hub database, created if missing (default ./data/hub.db)',
+      '--postgres URL    a PostgreSQL store instead (postgres://...), shared by several hub nodes',
       '--admin-port N    admin listener: /healthz /readyz /metrics /api/status and the dashboard at /;',
       '                  0 picks a free port; default 9787, and when that is taken the hub warns and',
       '                  serves without it, while an explicit port that cannot be bound is fatal',
@@ -42,27 +53,27 @@ export const HUB_COMMANDS = {
     example: 'synchub hub serve --port 8787 --db /var/lib/synchub/hub.db --admin-port 9787',
   },
   'project create': {
-    usage: 'synchub hub project create <project> [--db ./data/hub.db]',
+    usage: 'synchub hub project create <project> [--db ./data/hub.db | --postgres URL]',
     summary: 'Create a project (letters, digits, . _ -; up to 100 characters).',
     example: 'synchub hub project create notes --db /var/lib/synchub/hub.db',
   },
   'project list': {
-    usage: 'synchub hub project list [--db ./data/hub.db]',
+    usage: 'synchub hub project list [--db ./data/hub.db | --postgres URL]',
     summary: 'List projects with their head seq.',
     example: 'synchub hub project list --db /var/lib/synchub/hub.db',
   },
   'token create': {
-    usage: 'synchub hub token create --project <project> [--role read|write|admin] [--db ./data/hub.db]',
+    usage: 'synchub hub token create --project <project> [--role read|write|admin] [--db ./data/hub.db | --postgres URL]',
     summary: 'Create a token for a project and print it once on stdout (read: stream only; write: push too).',
     example: 'synchub hub token create --project notes --role write --db /var/lib/synchub/hub.db > device.token',
   },
   'token list': {
-    usage: 'synchub hub token list --project <project> [--db ./data/hub.db]',
+    usage: 'synchub hub token list --project <project> [--db ./data/hub.db | --postgres URL]',
     summary: "List a project's tokens (ids and roles, never the tokens).",
     example: 'synchub hub token list --project notes --db /var/lib/synchub/hub.db',
   },
   'token revoke': {
-    usage: 'synchub hub token revoke <token-id> [--db ./data/hub.db]',
+    usage: 'synchub hub token revoke <token-id> [--db ./data/hub.db | --postgres URL]',
     summary: 'Revoke a token by its id (from token list).',
     example: 'synchub hub token revoke 0123456789abcdef --db /var/lib/synchub/hub.db',
   },
@@ -101,7 +112,7 @@ async function serve(argv: string[]): Promise<void> {
     HUB_COMMANDS.serve,
   );
   const log = createLogger('synchub-hub', flags['log-level']);
-  const store = openStore(flags, true);
+  const store = await openStore(flags, true, log);
   const hub = new Hub(
     store,
     {
@@ -121,13 +132,13 @@ async function serve(argv: string[]): Promise<void> {
     await store.close();
     throw err;
   }
-  const db = flags.db ?? DEFAULT_DB;
+  const db = flags.postgres !== undefined ? `--postgres ${redact(flags.postgres)}` : `--db ${flags.db ?? DEFAULT_DB}`;
   const admin = hub.adminPort === null ? null : `http://${flags['admin-host']}:${hub.adminPort}`;
   process.stdout.write(
     `synchub hub listening on ws://${flags.host}:${port}  (store: ${db})\n` +
       (admin ? `  dashboard: ${admin}/   metrics: ${admin}/metrics   ready: ${admin}/readyz\n` : `  admin listener: off (port taken; pick one with --admin-port)\n`) +
-      `  connect: npx synchub hub project create myproj --db ${db}\n` +
-      `           npx synchub hub token create --project myproj --db ${db} > token.txt\n` +
+      `  connect: npx synchub hub project create myproj ${db}\n` +
+      `           npx synchub hub token create --project myproj ${db} > token.txt\n` +
       `           npx synchub agent run --db app.db --hub ws://${flags.host}:${port} --project myproj --token-file token.txt\n`,
   );
   await new Promise<void>((resolve) => {
@@ -153,7 +164,7 @@ const projectArg = z.string().superRefine((name, ctx) => {
 });
 
 async function withStore<T>(flags: { db?: string; postgres?: string }, fn: (store: EventStore) => Promise<T>, create = false): Promise<T> {
-  const store = openStore(flags, create);
+  const store = await openStore(flags, create);
   try {
     return await fn(store);
   } finally {

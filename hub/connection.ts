@@ -124,10 +124,13 @@ export class Connection implements Subscriber {
     this.deviceId = hello.deviceId;
     const channel = await this.deps.channel(this.project);
     if (this.isClosed()) return;
-    if (hello.afterSeq > channel.head) {
+    // With several hub nodes this node may not have heard of the latest commits yet: ask the store.
+    const head = hello.afterSeq > channel.head ? await this.deps.store.headSeq(this.project) : channel.head;
+    if (this.isClosed()) return;
+    if (hello.afterSeq > head) {
       return this.fail(
         ErrorCode.CursorAhead,
-        `afterSeq ${hello.afterSeq} is past the project's head ${channel.head}: this device synced with another hub or a newer copy of its data`,
+        `afterSeq ${hello.afterSeq} is past the project's head ${head}: this device synced with another hub or a newer copy of its data`,
       );
     }
     this.state = ConnState.Streaming;
@@ -137,8 +140,10 @@ export class Connection implements Subscriber {
     // Subscribe before sending anything: every commit from here on wakes us, and the
     // cursor decides what is sent, so the backlog-to-live switch has no gap or duplicate.
     channel.subscribers.add(this);
-    this.send(JSON.stringify({ type: 'welcome', project: this.project, deviceId: hello.deviceId, headSeq: channel.head }));
-    this.log.info({ afterSeq: hello.afterSeq, headSeq: channel.head }, 'device connected');
+    channel.sync(head);
+    const headSeq = Math.max(head, channel.head);
+    this.send(JSON.stringify({ type: 'welcome', project: this.project, deviceId: hello.deviceId, headSeq }));
+    this.log.info({ afterSeq: hello.afterSeq, headSeq }, 'device connected');
     for (const push of this.early.splice(0)) this.onPush(push);
     this.wake();
   }

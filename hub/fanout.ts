@@ -34,8 +34,15 @@ export function buildFrame(events: StoredEvent[], headSeq: number, maxChars = In
   const through = events[n - 1]!.seq;
   let body = '{"type":"events","events":[';
   for (let i = 0; i < n; i++) body += (i ? ',' : '') + events[i]!.json;
-  body += `],"throughSeq":${through},"headSeq":${headSeq}}`;
+  // A page read from a store other nodes write may run past this node's head.
+  body += `],"throughSeq":${through},"headSeq":${Math.max(headSeq, through)}}`;
   return { data: Buffer.from(body), firstSeq: first, throughSeq: through };
+}
+
+/** The store, as a channel reads it to catch up with commits of other hub nodes. */
+export interface ChannelSource {
+  read(afterSeq: number, limit: number): Promise<StoredEvent[]>;
+  onError(err: unknown): void;
 }
 
 export class ProjectChannel {
@@ -49,6 +56,11 @@ export class ProjectChannel {
    */
   private frames = new Map<number, Frame>();
   private frameBytes = 0;
+  /** The highest head some node reported; the channel reads up to it (sync). */
+  private target = 0;
+  private syncing = false;
+  /** Where sync() reads from: the store (unset in unit tests of a single writer). */
+  source: ChannelSource | null = null;
 
   constructor(
     readonly project: string,
@@ -61,9 +73,47 @@ export class ProjectChannel {
     private readonly frameBudget = 4 * 1024 * 1024,
   ) {}
 
-  /** Record a commit's events (in seq order) and wake every subscriber. */
+  /**
+   * Record a commit's events (in seq order) and wake every subscriber. With a store that other
+   * hub nodes write too, a local commit can land past a gap (another node's commit not read yet):
+   * then the channel reads the gap and these events from the store, so its head only ever moves
+   * through contiguous seqs and readers never skip one.
+   */
   publish(events: StoredEvent[]): void {
-    if (events.length === 0) return;
+    const fresh = events[0] && events[0].seq <= this.head ? events.filter((e) => e.seq > this.head) : events;
+    if (fresh.length === 0) return;
+    if (fresh[0]!.seq !== this.head + 1 || this.syncing) return this.sync(fresh[fresh.length - 1]!.seq);
+    this.append(fresh);
+  }
+
+  /**
+   * Some node committed up to `head`: read what this channel has not seen from the store, in
+   * order, and publish it. One read loop at a time; a failed read is retried (the store may be
+   * down: the next commit or resync also retries).
+   */
+  sync(head: number): void {
+    if (head > this.target) this.target = head;
+    if (this.syncing || this.target <= this.head || !this.source) return;
+    this.syncing = true;
+    const source = this.source;
+    void (async () => {
+      try {
+        while (this.head < this.target) {
+          const page = await source.read(this.head, this.pageEvents);
+          const fresh = page.filter((e) => e.seq > this.head);
+          if (fresh.length === 0 || fresh[0]!.seq !== this.head + 1) break;
+          this.append(fresh);
+        }
+      } catch (err) {
+        source.onError(err);
+        setTimeout(() => this.sync(this.target), 500).unref();
+      } finally {
+        this.syncing = false;
+      }
+    })();
+  }
+
+  private append(events: StoredEvent[]): void {
     this.tail.push(...events);
     // Trim in chunks so the array is not shifted on every commit.
     if (this.tail.length > this.tailMax * 1.5) this.tail = this.tail.slice(this.tail.length - this.tailMax);

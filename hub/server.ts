@@ -1,6 +1,6 @@
 // The hub: an HTTP server whose upgrade handler authenticates before any socket
-// exists, then hands each socket to a Connection. Also /healthz; everything else for
-// operators is on the admin listener (admin.ts).
+// exists, then hands each socket to a Connection. Also /healthz and /readyz (for a load
+// balancer's checks); everything else for operators is on the admin listener (admin.ts).
 import { createServer, type IncomingMessage, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Duplex } from 'node:stream';
@@ -18,6 +18,16 @@ import type { EventStore } from './store/event-store.ts';
 import { authenticate } from './tokens.ts';
 
 const SYNC_PATH_RE = /^\/v1\/projects\/([^/]+)\/sync$/;
+
+/** What /readyz answers (200 when `ready`, else 503). */
+export interface Readiness {
+  ready: boolean;
+  /** Why not ready: `shutting_down` or `store_unavailable: ...`; null when ready. */
+  reason: string | null;
+  stopping: boolean;
+  /** The store is reachable and can take a commit. */
+  store: boolean;
+}
 
 export class Hub {
   readonly options: HubOptions;
@@ -104,6 +114,18 @@ export class Hub {
       Math.max(10, Math.floor(this.options.stallTimeoutMs / 4)),
     );
     this.stallTimer.unref();
+    // Several nodes on one store: commits of the others reach this node's channels here.
+    this.store.watchCommits?.({
+      onCommit: (project, head) => this.channels.get(project)?.sync(head),
+      onResync: () => {
+        for (const [project, ch] of this.channels) {
+          this.store.headSeq(project).then(
+            (head) => ch.sync(head),
+            (err: unknown) => this.log.warn({ project, err: String(err) }, 'reading a head after a resync failed'),
+          );
+        }
+      },
+    });
     const port = (this.http.address() as AddressInfo).port;
     this.log.info({ host: this.options.host, port }, 'hub listening');
     return port;
@@ -114,15 +136,24 @@ export class Hub {
     return this.admin?.port ?? null;
   }
 
-  /** Not ready while shutting down or while the store could not take a commit. */
-  async readiness(): Promise<{ ready: boolean; reason: string | null }> {
-    if (this.stopping) return { ready: false, reason: 'shutting_down' };
-    try {
-      await this.store.ping();
-      return { ready: true, reason: null };
-    } catch (err) {
-      return { ready: false, reason: `store_unavailable: ${(err as Error).message}` };
+  /**
+   * Ready for traffic: not shutting down, and the store reachable (PostgreSQL: its LISTEN link up)
+   * and able to take a commit now (SQLite: its file there and its write lock free). /readyz on
+   * both listeners answers this.
+   */
+  async readiness(): Promise<Readiness> {
+    let store = this.store.isReady?.() ?? true;
+    let reason: string | null = store ? null : 'store_unavailable: the store cannot be reached';
+    if (store) {
+      try {
+        await this.store.ping?.();
+      } catch (err) {
+        store = false;
+        reason = `store_unavailable: ${(err as Error).message}`;
+      }
     }
+    if (this.stopping) reason = 'shutting_down';
+    return { ready: store && !this.stopping, reason, stopping: this.stopping, store };
   }
 
   /** Every streaming device, by project, with how far behind the head it is. */
@@ -170,6 +201,10 @@ export class Hub {
     if (!loading) {
       loading = this.store.headSeq(project).then((head) => {
         const ch = new ProjectChannel(project, head, this.options.tailEvents, this.options.pageEvents, this.options.maxFrameBytes);
+        ch.source = {
+          read: (afterSeq, limit) => this.store.readAfter(project, afterSeq, limit),
+          onError: (err) => this.log.warn({ project, err: String(err) }, 'catching up with the store failed; retrying'),
+        };
         this.channels.set(project, ch);
         return ch;
       });
@@ -184,6 +219,11 @@ export class Hub {
     if (req.method === 'GET' && path === '/healthz') {
       res.writeHead(this.stopping ? 503 : 200, { 'content-type': 'application/json' });
       res.end(JSON.stringify({ ok: !this.stopping, connections: this.connections.size }));
+    } else if (req.method === 'GET' && path === '/readyz') {
+      // Also here, not only on the admin listener: a load balancer checks the port it routes to.
+      const r = await this.readiness();
+      res.writeHead(r.ready ? 200 : 503, { 'content-type': 'application/json' });
+      res.end(JSON.stringify(r));
     } else {
       res.writeHead(404, { 'content-type': 'application/json' });
       res.end(JSON.stringify({ error: 'not_found' }));

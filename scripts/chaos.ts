@@ -41,7 +41,7 @@ const verdict = [
   ...summary.stats.backlog.map(
     (b) =>
       `slow device ${b.device} (${b.events}-event backlog, ${b.rate} B/s for ${(b.ms / 1000).toFixed(0)} s): cursor ${b.cursorBefore} -> ${b.cursorAfter}, ` +
-      `moved ${b.advances} times, longest standstill ${(b.longestStillMs / 1000).toFixed(1)} s (bound ${(b.boundMs / 1000).toFixed(0)} s), ${b.newConnections} connection(s)`,
+      `moved ${b.advances} times (acks ${b.ackMoves}), longest standstill ${(b.longestStillMs / 1000).toFixed(1)} s (bound ${(b.boundMs / 1000).toFixed(0)} s), ${b.newConnections} connection(s)`,
   ),
 ];
 process.stderr.write(`${verdict.join('\n  ')}\n`);

@@ -29,6 +29,14 @@ export interface TokenRecord {
   revokedAt: string | null;
 }
 
+/** What a store shared by several hub nodes tells each node. */
+export interface CommitWatcher {
+  /** Some node committed: the project's head is now `head` (events up to it are readable). */
+  onCommit(project: string, head: number): void;
+  /** Commits may have gone unheard (the notification link was down): re-read every head. */
+  onResync(): void;
+}
+
 export interface EventStore {
   /**
    * Commit every group in one transaction: seqs are assigned per project in
@@ -52,10 +60,17 @@ export interface EventStore {
   revokeToken(id: string, at: string): Promise<boolean>;
 
   /**
-   * Rejects when the store could not take a commit now (unreachable, its file gone, its write
-   * lock held by another process); answers at once, without waiting for a lock. For /readyz.
+   * Stores that several hub nodes share (PostgreSQL) report commits made by any node here.
+   * Absent for a store only this process writes (SQLite): its commits are all local.
    */
-  ping(): Promise<void>;
+  watchCommits?(watcher: CommitWatcher): void;
+  /** False while the store cannot be reached (readyz answers 503). Absent: always ready. */
+  isReady?(): boolean;
+  /**
+   * Rejects when the store could not take a commit now (its file gone, its write lock held by
+   * another process); answers at once, without waiting for a lock. For /readyz. Absent: as isReady.
+   */
+  ping?(): Promise<void>;
 
   close(): Promise<void>;
 }

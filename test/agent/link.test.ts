@@ -34,6 +34,11 @@ describe('syncUrl', () => {
     expect(syncUrl('ws://h:1/v1/projects/p/sync', 'other')).toBe('ws://h:1/v1/projects/p/sync');
     expect(() => syncUrl('http://h', 'p')).toThrow(/ws:\/\//);
   });
+
+  it('maps a comma-separated list of hub nodes to their sync URLs', () => {
+    expect(syncUrl('ws://a:1, ws://b:2/x', 'p')).toBe('ws://a:1/v1/projects/p/sync,ws://b:2/x/v1/projects/p/sync');
+    expect(() => syncUrl('ws://a:1,,ws://b:2', 'p')).toThrow();
+  });
 });
 
 /** A TCP proxy on loopback that can stop forwarding without closing anything (a black hole). */
@@ -123,5 +128,35 @@ describe('Link', () => {
     await eventually(() => welcomes === 2, 'welcome from the restarted hub', 5000);
     expect(hellos[0]).toBe(7);
     expect(hellos.at(-1)).toBe(9);
+  });
+
+  it('with several hub nodes, tries the next one after a failure and stays on one that works', async () => {
+    hub = await startHub();
+    cleanups.push(() => hub.close());
+    // A port nothing listens on: the first node is down.
+    const dead = await new Promise<number>((resolve) => {
+      const srv = createServer();
+      srv.listen(0, '127.0.0.1', () => {
+        const port = (srv.address() as AddressInfo).port;
+        srv.close(() => resolve(port));
+      });
+    });
+    const link = new Link({
+      url: syncUrl(`ws://127.0.0.1:${dead},${hub.url}`, hub.project),
+      token: hub.token,
+      deviceId: 'd3',
+      afterSeq: () => 0,
+      backoffBaseMs: 10,
+      backoffCapMs: 50,
+    });
+    cleanups.push(() => link.stop());
+    const downs: string[] = [];
+    let welcomes = 0;
+    link.on('down', (d) => downs.push(d.reason));
+    link.on('welcome', () => welcomes++);
+    link.start();
+    await eventually(() => welcomes === 1, 'a welcome from the second node', 5000);
+    expect(downs).toHaveLength(1);
+    expect(downs[0]).toMatch(/ECONNREFUSED/);
   });
 });

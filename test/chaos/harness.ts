@@ -27,9 +27,11 @@
 //   (4) no pending outbox rows, no cursor short of the head, no quarantined or failed events;
 //   (5) during the run: a black-holed link was given up (and a new one tried) within the agent's
 //       dead-link bound plus backoff;
-//   (6) during a slow_backlog stretch: the slow device's cursor never stood still longer than
-//       `slowProgressMs` (counted from its first connection after the link came back; the plan
-//       puts no hub kill, agent kill or app fault on it meanwhile, so the slow link is the only cause);
+//   (6) during a slow_backlog stretch: the slow device never went longer than `slowProgressMs`
+//       with neither its cursor nor its acked changes moving (counted from its first connection
+//       after the link came back; the plan puts no hub kill, agent kill or app fault on it
+//       meanwhile, so the slow link is the only cause). Acks count: they share the trickle with
+//       the stream (about 45 bytes per change), and a device that writes fast fills it with them;
 // plus: no process died that the harness did not kill: an agent that exits on its own (any code,
 // 0 and 1 included, or a signal) is a violation with the last lines of its stderr, counted in
 // stats.agentExits, and is restarted a second later as a supervisor would (so the run goes on).
@@ -218,7 +220,8 @@ export function soakConfig(seed: number, minutes: number, devices: number): Chao
     appReadHoldMs: [8_000, 15_000],
     backlogEvents: 20_000,
     backlogRate: 3_000,
-    backlogSlowMs: [120_000, 300_000],
+    // At most half the run, so a short soak still has room for its hub kills (none falls inside a stretch).
+    backlogSlowMs: [Math.min(120_000, Math.round(faultMs * 0.4)), Math.min(300_000, Math.round(faultMs * 0.5))],
     backlogLoadMs: 30_000,
     slowProgressMs: 20_000,
     guaranteed: {
@@ -272,8 +275,9 @@ export interface BacklogReport {
   cursorAfter: number;
   headBefore: number;
   headAfter: number;
-  /** Times the cursor moved (sampled every 500 ms), and its longest standstill (check 6). */
+  /** Times the cursor moved (sampled every 500 ms), times its acked changes moved, and its longest standstill of both (check 6). */
   advances: number;
+  ackMoves: number;
   longestStillMs: number;
   boundMs: number;
   bytesDelivered: number;
@@ -482,8 +486,8 @@ export function backlogEvents(tag: string, sessionId: string, n: number, rnd: ()
 }
 
 /**
- * Check (6)'s clock: how long a cursor stood still while its device had something to fetch over a
- * live link. It runs from the first connection after the link came back (or from `connectGraceMs`
+ * Check (6)'s clock: how long a device received nothing useful (its cursor and its count of acked
+ * changes both stood still) while it had something to fetch over a live link. It runs from the first connection after the link came back (or from `connectGraceMs`
  * after, so an agent that never reconnects is caught too), pauses from a hub restart to the next
  * connection (the plan keeps hub kills out of a slow_backlog; this is the guard if one happens
  * anyway), and restarts at every move of the cursor and whenever the device has caught up.
@@ -495,9 +499,12 @@ export class ProgressWatch {
   stillFrom: number | null = null;
   /** [time, cursor] at the start and at every move. */
   readonly changes: Array<[number, number]> = [];
+  /** Times the count of acked changes moved (acks filled the trickle instead of events). */
+  ackMoves = 0;
   private since: number | null = null;
   private lostAt: number;
   private cursor: number;
+  private acked = -1;
 
   constructor(
     readonly boundMs: number,
@@ -521,14 +528,21 @@ export class ProgressWatch {
     if (this.since === null) this.since = now;
   }
 
-  sample(now: number, cursor: number, caughtUp: boolean): void {
+  /** `acked`: how many of the device's own changes the hub has acked so far (-1: unknown). */
+  sample(now: number, cursor: number, caughtUp: boolean, acked = -1): void {
     this.graceOver(now);
+    const ackMoved = acked > this.acked;
+    if (ackMoved) {
+      // The first reading is the baseline, not a move.
+      if (this.acked >= 0) this.ackMoves++;
+      this.acked = acked;
+    }
     if (cursor > this.cursor) {
       this.advances++;
       this.cursor = cursor;
       this.changes.push([now, cursor]);
       this.restart(now);
-    } else if (caughtUp) {
+    } else if (caughtUp || (ackMoved && this.ackMoves > 0)) {
       this.restart(now);
     }
   }
@@ -714,11 +728,21 @@ class ChaosRun {
 
   /** A device's cursor, read from its DB on a separate read-only connection (-1 when unreadable). */
   cursorOf(i: number): number {
+    return this.readDevice(i, 'SELECT last_pulled_server_seq AS n FROM sync_state LIMIT 1');
+  }
+
+  /** How many of device i's own changes the hub has acked (-1 when unreadable). */
+  ackedOf(i: number): number {
+    return this.readDevice(i, 'SELECT count(*) AS n FROM action_log WHERE synced_at IS NOT NULL');
+  }
+
+  /** One number from device i's database, read beside its agent (-1 when unreadable). */
+  private readDevice(i: number, sql: string): number {
     try {
       const db = new Database(this.dbPath(i), { readonly: true, fileMustExist: true });
       try {
         db.pragma('busy_timeout = 2000');
-        return (db.prepare('SELECT last_pulled_server_seq AS c FROM sync_state LIMIT 1').get() as { c: number }).c;
+        return (db.prepare(sql).get() as { n: number }).n;
       } finally {
         db.close();
       }
@@ -1093,7 +1117,7 @@ class ChaosRun {
         watch.connected(now);
       }
       const cursor = this.cursorOf(d);
-      if (cursor >= 0) watch.sample(now, cursor, cursor >= this.hubHead());
+      if (cursor >= 0) watch.sample(now, cursor, cursor >= this.hubHead(), this.ackedOf(d));
     }
     const end = { at: Date.now(), cursor: this.cursorOf(d), head: this.hubHead(), connections: p.stats.connections, bytes: p.stats.bytesDown };
     p.slow(null);
@@ -1111,6 +1135,7 @@ class ChaosRun {
       headBefore: start.head,
       headAfter: end.head,
       advances: w.advances,
+      ackMoves: w.ackMoves,
       longestStillMs: w.longestStillMs,
       boundMs: this.cfg.slowProgressMs,
       bytesDelivered: end.bytes - start.bytes,
@@ -1122,8 +1147,8 @@ class ChaosRun {
       this.violate({
         check: '6-slow-progress',
         message:
-          `device ${d} behind a ${rate} B/s link with a backlog: its cursor stood still for ${w.longestStillMs} ms (bound ${this.cfg.slowProgressMs} ms); ` +
-          `it moved ${w.advances} time(s), ${start.cursor} -> ${end.cursor} of head ${end.head}, in ${report.ms} ms`,
+          `device ${d} behind a ${rate} B/s link with a backlog: neither its cursor nor its acked changes moved for ${w.longestStillMs} ms (bound ${this.cfg.slowProgressMs} ms); ` +
+          `the cursor moved ${w.advances} time(s) (acks ${w.ackMoves}), ${start.cursor} -> ${end.cursor} of head ${end.head}, in ${report.ms} ms`,
         evidence: {
           ...report,
           stillFrom: w.stillFrom === null ? null : `+${((w.stillFrom - start.at) / 1000).toFixed(1)} s into the stretch`,

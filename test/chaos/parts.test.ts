@@ -183,6 +183,16 @@ describe('planFaults', () => {
     expect(Math.max(...soakLocks)).toBe(30_000);
     for (const ms of soakLocks) expect(ms >= 5_000 && ms <= 30_000).toBe(true);
   });
+
+  it('leaves a short soak room for its hub kills beside the slow-backlog stretch', () => {
+    for (const seed of [11, 22, 33, 44, 55]) {
+      const cfg = soakConfig(seed, 3, 5);
+      const plan = planFaults(cfg, seededRandom(seed));
+      const [sb] = plan.filter((f) => f.kind === 'slow_backlog');
+      expect(sb!.backlog!.slowMs, `seed ${seed}`).toBeGreaterThan(cfg.slowProgressMs);
+      expect(plan.filter((f) => f.kind === 'hub_kill').length, `seed ${seed}`).toBeGreaterThanOrEqual(cfg.guaranteed.hub_kill!);
+    }
+  });
 });
 
 describe('backlogEvents', () => {
@@ -238,6 +248,24 @@ describe('ProgressWatch (check 6)', () => {
     const never = new ProgressWatch(20_000, 5_000, 0, 7);
     for (let t = 1_000; t <= 30_000; t += 500) never.sample(t, 7, false);
     expect(never.finish(30_000).longestStillMs).toBe(25_000);
+  });
+
+  it('counts acks of its own changes as progress: they share the trickle with the stream', () => {
+    const w = new ProgressWatch(20_000, 5_000, 0, 50);
+    w.connected(0);
+    w.sample(1_000, 50, false, 300); // the first count is a baseline, not a move
+    w.sample(12_000, 50, false, 800); // 11 s still, then acks
+    w.sample(30_000, 50, false, 1_500); // 18 s, acks again
+    w.sample(45_000, 50, false, 1_500); // acks stop too
+    const r = w.finish(45_000);
+    expect(r.ackMoves).toBe(2);
+    expect(r.advances).toBe(0);
+    expect(r.longestStillMs).toBe(18_000);
+    // Without ack counts the same device stood still throughout.
+    const blind = new ProgressWatch(20_000, 5_000, 0, 50);
+    blind.connected(0);
+    for (const t of [1_000, 12_000, 30_000, 45_000]) blind.sample(t, 50, false);
+    expect(blind.finish(45_000).longestStillMs).toBe(45_000);
   });
 
   it('pauses across a hub restart and does not count a caught-up device as stuck', () => {

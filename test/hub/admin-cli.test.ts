@@ -1,16 +1,19 @@
-// The admin commands through the real CLI (child processes), acting on the store file.
+// The admin commands through the real CLI (child processes), acting on the store directly
+// (a SQLite file with --db, or a PostgreSQL database with --postgres in the postgres project).
 import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { syncPath } from '../../shared/protocol.ts';
-import { SqliteEventStore } from '../../hub/store/sqlite.ts';
-import { makeTempDir, removeTempDirs, runCli, startHub } from '../kit/hub.ts';
+import { freshStoreLocation, makeTempDir, openStoreAt, removeTempDirs, runCli, startHub, storeFlags, usingPostgres } from '../kit/hub.ts';
 import { closeAllClients, makeEvent, SyncClient, upgradeRefusal } from '../kit/ws-client.ts';
 
 let dbPath: string;
-beforeAll(() => {
-  dbPath = join(makeTempDir(), 'sub', 'hub.db');
+let store: string[];
+beforeAll(async () => {
+  // In a directory that does not exist yet: project create makes it.
+  dbPath = usingPostgres() ? await freshStoreLocation() : join(makeTempDir(), 'sub', 'hub.db');
+  store = storeFlags(dbPath);
 });
 afterAll(async () => {
   await closeAllClients();
@@ -21,13 +24,13 @@ const TOKEN_RE = /^shub_([0-9a-f]{16})_([A-Za-z0-9_-]{43})$/;
 
 /** Everything the admin commands could change, read straight from the file. */
 async function snapshot() {
-  const store = new SqliteEventStore(dbPath);
+  const s = await openStoreAt(dbPath);
   try {
-    const projects = await store.listProjects();
-    const tokens = await Promise.all(projects.map((p) => store.listTokens(p.name)));
+    const projects = await s.listProjects();
+    const tokens = await Promise.all(projects.map((p) => s.listTokens(p.name)));
     return { projects, tokens };
   } finally {
-    await store.close();
+    await s.close();
   }
 }
 
@@ -37,7 +40,7 @@ describe('admin CLI', () => {
   let readToken = '';
 
   it('project create makes a project (creating the db directory)', async () => {
-    const r = await runCli(['hub', 'project', 'create', 'team-1.app_x', '--db', dbPath]);
+    const r = await runCli(['hub', 'project', 'create', 'team-1.app_x', ...store]);
     expect(r.code).toBe(0);
     expect(r.stdout.trim()).toBe('created project team-1.app_x');
     const s = await snapshot();
@@ -47,8 +50,8 @@ describe('admin CLI', () => {
 
   it('token create prints the token alone on stdout, once, and it works', async () => {
     const [w, r] = await Promise.all([
-      runCli(['hub', 'token', 'create', '--project', 'team-1.app_x', '--db', dbPath]),
-      runCli(['hub', 'token', 'create', '--project', 'team-1.app_x', '--role', 'read', '--db', dbPath]),
+      runCli(['hub', 'token', 'create', '--project', 'team-1.app_x', ...store]),
+      runCli(['hub', 'token', 'create', '--project', 'team-1.app_x', '--role', 'read', ...store]),
     ]);
     for (const res of [w, r]) {
       expect(res.code, res.stderr).toBe(0);
@@ -81,7 +84,7 @@ describe('admin CLI', () => {
   });
 
   it('token list shows id, role and status but never the secret or its hash', async () => {
-    const r = await runCli(['hub', 'token', 'list', '--project', 'team-1.app_x', '--db', dbPath]);
+    const r = await runCli(['hub', 'token', 'list', '--project', 'team-1.app_x', ...store]);
     expect(r.code).toBe(0);
     const lines = r.stdout.trim().split('\n');
     expect(lines).toHaveLength(2);
@@ -100,7 +103,7 @@ describe('admin CLI', () => {
     const hub = await startHub({ dbPath, project: null });
     try {
       const live = await SyncClient.open(hub.url, 'team-1.app_x', token, 'dev-x');
-      const r = await runCli(['hub', 'token', 'revoke', tokenId, '--db', dbPath]);
+      const r = await runCli(['hub', 'token', 'revoke', tokenId, ...store]);
       expect(r.code, r.stderr).toBe(0);
       expect(r.stdout.trim()).toBe(`revoked token ${tokenId}`);
       expect((await upgradeRefusal(hub.url + syncPath('team-1.app_x'), { authorization: `Bearer ${token}` })).status).toBe(401);
@@ -108,13 +111,13 @@ describe('admin CLI', () => {
     } finally {
       await hub.close();
     }
-    const list = await runCli(['hub', 'token', 'list', '--project', 'team-1.app_x', '--db', dbPath]);
+    const list = await runCli(['hub', 'token', 'list', '--project', 'team-1.app_x', ...store]);
     const line = list.stdout.split('\n').find((l) => l.startsWith(tokenId))!;
     expect(line.split('\t')[3]).toMatch(/^revoked=\d{4}-\d\d-\d\dT/);
     // Revoking twice is not an error and keeps the first revocation time.
-    const again = await runCli(['hub', 'token', 'revoke', tokenId, '--db', dbPath]);
+    const again = await runCli(['hub', 'token', 'revoke', tokenId, ...store]);
     expect(again.code).toBe(0);
-    const list2 = await runCli(['hub', 'token', 'list', '--project', 'team-1.app_x', '--db', dbPath]);
+    const list2 = await runCli(['hub', 'token', 'list', '--project', 'team-1.app_x', ...store]);
     expect(list2.stdout.split('\n').find((l) => l.startsWith(tokenId))).toBe(line);
   });
 
@@ -138,7 +141,7 @@ describe('admin CLI', () => {
 
   it.each(bad)('%s: exits non-zero with one line on stderr and changes nothing', async (_name, args, code) => {
     const before = await snapshot();
-    const r = await runCli([...args, '--db', dbPath]);
+    const r = await runCli([...args, ...store]);
     expect(r.code).toBe(code);
     expect(r.stdout).toBe('');
     expect(r.stderr.endsWith('\n')).toBe(true);
@@ -147,7 +150,7 @@ describe('admin CLI', () => {
     expect(await snapshot()).toEqual(before);
   });
 
-  it('commands other than project create refuse a missing --db file instead of creating one', async () => {
+  it.skipIf(usingPostgres())('commands other than project create refuse a missing --db file instead of creating one', async () => {
     const missing = join(makeTempDir(), 'typo', 'hub.db');
     for (const args of [
       ['hub', 'token', 'list', '--project', 'team-1.app_x'],

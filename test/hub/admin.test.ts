@@ -9,7 +9,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import type { HubStatus } from '../../hub/status.ts';
 import { Hub } from '../../hub/server.ts';
 import { SqliteEventStore } from '../../hub/store/sqlite.ts';
-import { makeTempDir, removeTempDirs, runCli, startHub, type TestHub } from '../kit/hub.ts';
+import { makeTempDir, removeTempDirs, runCli, startHub, usingPostgres, type TestHub } from '../kit/hub.ts';
 import { parsePrometheus, sampleValue } from '../kit/prometheus.ts';
 import { closeAllClients, eventually, makeEvents, SyncClient } from '../kit/ws-client.ts';
 import { join } from 'node:path';
@@ -26,6 +26,8 @@ afterEach(async () => {
 async function adminHub(options: Parameters<typeof startHub>[0] = {}): Promise<TestHub> {
   const h = await startHub({ ...options, options: { adminPort: 0, ...options.options } });
   hubs.push(h);
+  // With PostgreSQL a hub is ready once its LISTEN connection is up, a moment after listen().
+  await eventually(async () => (await h.hub.readiness()).ready, 'the hub to be ready');
   return h;
 }
 
@@ -58,9 +60,10 @@ describe('admin listener endpoints', () => {
     expect(await (await fetch(`${h.adminUrl}/healthz`)).json()).toEqual({ ok: true });
     const ready = await fetch(`${h.adminUrl}/readyz`);
     expect(ready.status).toBe(200);
-    expect(await ready.json()).toEqual({ ready: true, reason: null });
+    expect(await ready.json()).toEqual({ ready: true, reason: null, stopping: false, store: true });
     expect((await fetch(`http://127.0.0.1:${h.port}/healthz`)).status).toBe(200);
     expect((await fetch(`http://127.0.0.1:${h.port}/metrics`)).status).toBe(404);
+    expect((await fetch(`http://127.0.0.1:${h.port}/api/status`)).status).toBe(404);
     expect((await fetch(`${h.adminUrl}/nope`)).status).toBe(404);
   });
 
@@ -86,16 +89,19 @@ describe('admin listener endpoints', () => {
     expect(sampleValue(after, 'synchub_frames_sent_total')!).toBeGreaterThan(sampleValue(before, 'synchub_frames_sent_total')!);
   });
 
-  it('/readyz answers 503 while another process holds the store write lock, and 200 again after', async () => {
+  // SQLite's own ways of being unable to commit; PostgreSQL outages: test/postgres/multi-node.test.ts.
+  it.skipIf(usingPostgres())('/readyz answers 503 while another process holds the store write lock, and 200 again after', async () => {
     const h = await adminHub();
     const other = new Database(h.dbPath, { timeout: 0 });
     try {
       other.exec('BEGIN IMMEDIATE');
       const res = await fetch(`${h.adminUrl}/readyz`);
       expect(res.status).toBe(503);
-      const body = (await res.json()) as { ready: boolean; reason: string };
-      expect(body.ready).toBe(false);
+      const body = (await res.json()) as { ready: boolean; reason: string; store: boolean };
+      expect(body).toMatchObject({ ready: false, store: false, stopping: false });
       expect(body.reason).toMatch(/^store_unavailable: /);
+      // The public port's /readyz says the same (a load balancer looks there).
+      expect((await fetch(`http://127.0.0.1:${h.port}/readyz`)).status).toBe(503);
       expect((await status(h)).hub).toMatchObject({ ready: false });
       other.exec('ROLLBACK');
       expect((await fetch(`${h.adminUrl}/readyz`)).status).toBe(200);
@@ -104,7 +110,7 @@ describe('admin listener endpoints', () => {
     }
   });
 
-  it('/readyz answers 503 when the database file is gone', async () => {
+  it.skipIf(usingPostgres())('/readyz answers 503 when the database file is gone', async () => {
     const dir = makeTempDir();
     const h = await adminHub({ dbPath: join(dir, 'hub.db') });
     const { rmSync } = await import('node:fs');
@@ -117,7 +123,7 @@ describe('admin listener endpoints', () => {
   it('is not ready once shutting down', async () => {
     const h = await adminHub();
     const closing = h.close();
-    expect(await h.hub.readiness()).toEqual({ ready: false, reason: 'shutting_down' });
+    expect(await h.hub.readiness()).toMatchObject({ ready: false, reason: 'shutting_down', stopping: true });
     await closing;
   });
 

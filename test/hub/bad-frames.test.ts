@@ -1,10 +1,10 @@
 // Guarantee 6: bad input gets a clear answer (an `error` frame with a stable code,
 // then a close) and changes nothing; other connections carry on. Well-formed but
 // unacceptable events are rejected one by one, the rest of their batch is kept.
-import Database from 'better-sqlite3';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { CloseCode, ErrorCode, RejectReason } from '../../shared/errors.ts';
 import { startHub, type TestHub } from '../kit/hub.ts';
+import { failInsertsOf } from '../kit/store-faults.ts';
 import { closeAllClients, makeEvent, makeEvents, SyncClient } from '../kit/ws-client.ts';
 
 const MAX_FRAME = 64 * 1024;
@@ -194,8 +194,7 @@ describe('bad frames', () => {
     await witnessStillWorks();
     const headBefore = await h.store.headSeq('p1');
     // Make the store's transaction fail on its third insert, after two rows were written.
-    const db = new Database(h.dbPath);
-    db.exec(`CREATE TRIGGER fail_666 BEFORE INSERT ON events WHEN NEW.client_action_id = 666 BEGIN SELECT RAISE(ABORT, 'injected failure'); END`);
+    const heal = await failInsertsOf(h.dbPath, 666);
     try {
       const c = await SyncClient.open(h.url, 'p1', h.token, 'dev-fail');
       c.send({ type: 'push', batch: 1, events: [makeEvent(1), makeEvent(2), makeEvent(666)] });
@@ -206,8 +205,7 @@ describe('bad frames', () => {
       expect(await h.store.headSeq('p1')).toBe(headBefore);
       expect(await h.store.readAfter('p1', headBefore, 10)).toEqual([]);
     } finally {
-      db.exec('DROP TRIGGER fail_666');
-      db.close();
+      await heal();
     }
     // The retry is stored in full, right after the old head, and the stream has no gap.
     const retry = await SyncClient.open(h.url, 'p1', h.token, 'dev-fail', headBefore);

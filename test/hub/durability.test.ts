@@ -1,11 +1,10 @@
 // Guarantee 1 (durable ack): the real CLI hub as a child process, killed with
 // SIGKILL mid-load or stopped with SIGTERM, then restarted on the same file.
-import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { SyncEvent } from '../../shared/event.ts';
 import type { AckFrame } from '../../shared/protocol.ts';
 import { CloseCode } from '../../shared/errors.ts';
-import { initHubDb, makeTempDir, removeTempDirs, spawnHub, type SpawnedHub } from '../kit/hub.ts';
+import { freshStoreLocation, initHubDb, removeTempDirs, spawnHub, type SpawnedHub } from '../kit/hub.ts';
 import { closeAllClients, makeEvents, range, SyncClient } from '../kit/ws-client.ts';
 
 const spawned: SpawnedHub[] = [];
@@ -32,7 +31,7 @@ async function readAll(url: string, token: string): Promise<SyncEvent[]> {
 
 describe('durability', () => {
   it('keeps every acked event, with its seq and body, across kill -9 and restart', async () => {
-    const dbPath = join(makeTempDir(), 'hub.db');
+    const dbPath = await freshStoreLocation();
     const token = await initHubDb(dbPath);
     const hub1 = await start(dbPath);
 
@@ -89,7 +88,7 @@ describe('durability', () => {
   });
 
   it('exits 0 on SIGTERM, closing sockets with 1001, and keeps what it acked', async () => {
-    const dbPath = join(makeTempDir(), 'hub.db');
+    const dbPath = await freshStoreLocation();
     const token = await initHubDb(dbPath);
     const hub1 = await start(dbPath);
     const w = await SyncClient.open(hub1.url, 'p1', token, 'dev-a');

@@ -3,16 +3,13 @@
 // commit; the group commit is shared by every project, so every push in that transaction failed with
 // store_unavailable and those sockets were closed, again on every retry. Now such an event is rejected
 // alone (invalid_payload), and a push the store cannot take fails alone even inside a shared commit.
-import Database from 'better-sqlite3';
 import { afterEach, describe, expect, it } from 'vitest';
 import { GroupCommitter } from '../../hub/commit.ts';
-import { SqliteEventStore } from '../../hub/store/sqlite.ts';
 import { RejectReason } from '../../shared/errors.ts';
 import { MAX_PAYLOAD_DEPTH } from '../../shared/limits.ts';
-import { makeTempDir } from '../kit/hub.ts';
-import { startHub, type TestHub } from '../kit/hub.ts';
+import { freshStoreLocation, openStoreAt, startHub, type TestHub } from '../kit/hub.ts';
+import { failInsertsOf } from '../kit/store-faults.ts';
 import { closeAllClients, makeEvent, makeEvents, SyncClient } from '../kit/ws-client.ts';
-import { join } from 'node:path';
 
 let h: TestHub | undefined;
 afterEach(async () => {
@@ -66,12 +63,11 @@ describe('a poison event', () => {
   });
 
   it('a push the store cannot take fails alone inside a shared group commit; the others in it are stored, gap-free', async () => {
-    const dir = makeTempDir();
-    const store = new SqliteEventStore(join(dir, 'hub.db'));
+    const location = await freshStoreLocation();
+    const store = await openStoreAt(location);
     await store.createProject('p1');
     await store.createProject('p2');
-    const db = new Database(join(dir, 'hub.db'));
-    db.exec('CREATE TRIGGER fail_666 BEFORE INSERT ON events WHEN NEW.client_action_id = 666 BEGIN SELECT RAISE(ABORT, \'injected failure\'); END');
+    const heal = await failInsertsOf(location, 666);
     const commits: number[] = [];
     const committer = new GroupCommitter(store, 20_000, (_c, _ms, n) => commits.push(n));
     try {
@@ -87,7 +83,7 @@ describe('a poison event', () => {
       await committer.drain();
       expect(commits).toEqual([3, 2]);
     } finally {
-      db.close();
+      await heal();
       await store.close();
     }
   });

@@ -3,8 +3,7 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import type { AckFrame } from '../../shared/protocol.ts';
 import { CloseCode, ErrorCode } from '../../shared/errors.ts';
-import { SqliteEventStore } from '../../hub/store/sqlite.ts';
-import { startHub, type TestHub } from '../kit/hub.ts';
+import { openStoreAt, startHub, type TestHub } from '../kit/hub.ts';
 import { closeAllClients, delay, eventually, makeEvents, range, SyncClient, upgradeRefusal } from '../kit/ws-client.ts';
 
 let h: TestHub | undefined;
@@ -68,7 +67,7 @@ describe('graceful shutdown', () => {
     expect(ackedCount).toBeGreaterThan(0);
     expect(ackedCount).toBeLessThan(sent);
 
-    const reopened = new SqliteEventStore(dbPath);
+    const reopened = await openStoreAt(dbPath);
     try {
       const rows = (await reopened.readAfter('p1', 0, 1_000_000)).map((r) => JSON.parse(r.json) as { serverSeq: number; deviceId: string; clientActionId: number });
       expect(rows.map((r) => r.serverSeq)).toEqual(range(1, rows.length));

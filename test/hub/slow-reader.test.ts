@@ -83,7 +83,9 @@ describe('slow reader', () => {
   });
 
   it('closes a reader stuck past stallTimeoutMs with slow_consumer; the others carry on', async () => {
-    h = await startHub({ options: { pageEvents: 100, highWaterBytes: 512 * 1024, stallTimeoutMs: 300 } });
+    // Long enough that the readers sharing this test process's event loop with the writers (busy
+    // building 24 MB of pushes; on a loaded machine, seconds) are never judged stuck: only the paused one.
+    h = await startHub({ options: { pageEvents: 100, highWaterBytes: 512 * 1024, stallTimeoutMs: 2_000 } });
     const opts = { keepEvents: false };
     const slow = await SyncClient.open(h.url, 'p1', h.token, 'slow', 0, opts);
     const fast = await SyncClient.open(h.url, 'p1', h.token, 'fast', 0, opts);
@@ -93,7 +95,7 @@ describe('slow reader', () => {
 
     // Enough to fill the loopback socket buffers on both sides and then the hub's high-water mark.
     const head = await pushLoad(writers, 24 * 1024 * 1024);
-    await eventually(async () => (await metricValue(h!.hub, 'synchub_slow_consumers_total')) === 1, 'the slow consumer to be closed', 10_000);
+    await eventually(async () => (await metricValue(h!.hub, 'synchub_slow_consumers_total')) === 1, 'the slow consumer to be closed', 20_000);
     expect(await metricValue(h.hub, 'synchub_connection_errors_total', { code: ErrorCode.SlowConsumer })).toBe(1);
     await eventually(() => connectionCount(h!.hub) === 3, 'the hub to drop the connection');
     expect(serverSocketOf(h.hub, 'slow')).toBeUndefined();

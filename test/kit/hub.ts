@@ -1,10 +1,15 @@
 // Test kit: real hubs for tests, chaos runs and benchmarks.
 //
-//   startHub(opts)       an in-process Hub on 127.0.0.1:0 over a real SQLite file in a fresh temp dir
-//   spawnHub(dbPath)     the real CLI (`synchub hub serve`) as a child process, for crash/restart tests
+//   startHub(opts)       an in-process Hub on 127.0.0.1:0 over a fresh store (see below)
+//   spawnHub(location)   the real CLI (`synchub hub serve`) as a child process, for crash/restart tests
 //                        (its admin listener on a free port: many hubs run side by side)
 //   runCli(args)         any `synchub ...` command as a child process, collecting exit code and output
-//   initHubDb(dbPath)    create a project and a token in a hub database file without a running hub
+//   initHubDb(location)  create a project and a token in a hub store without a running hub
+//   freshStoreLocation() a new, empty store: a SQLite file path, or a PostgreSQL database URL
+//
+// Which store: SQLite files by default; PostgreSQL when SYNCHUB_TEST_STORE=postgres (the vitest
+// project "postgres" sets it, with SYNCHUB_TEST_POSTGRES_URL pointing at a throwaway cluster that
+// its global setup started). A location is a file path or a postgres:// URL.
 //   makeTempDir()        a fresh temp dir (removed by the caller, or by removeTempDirs())
 //   serverSocketOf(hub)  test-only peek at the hub's server-side socket of one device
 //
@@ -18,8 +23,10 @@ import type { WebSocket } from 'ws';
 import type { Logger } from '../../shared/log.ts';
 import type { HubOptionsInput } from '../../hub/config.ts';
 import { Hub } from '../../hub/server.ts';
-import type { Role } from '../../hub/store/event-store.ts';
+import type { EventStore, Role } from '../../hub/store/event-store.ts';
+import { PostgresEventStore } from '../../hub/store/postgres.ts';
 import { SqliteEventStore } from '../../hub/store/sqlite.ts';
+import { createDatabase } from './postgres.ts';
 import { createToken } from '../../hub/tokens.ts';
 
 /** The repository root (where bin/synchub.js lives). */
@@ -28,6 +35,31 @@ export const REPO_ROOT = fileURLToPath(new URL('../..', import.meta.url));
 export const CLI_PATH = join(REPO_ROOT, 'bin', 'synchub.js');
 
 const tempDirs = new Set<string>();
+
+/** True when this run's hubs use PostgreSQL (the "postgres" vitest project). */
+export function usingPostgres(): boolean {
+  return process.env.SYNCHUB_TEST_STORE === 'postgres';
+}
+
+const isUrl = (location: string) => /^postgres(ql)?:\/\//.test(location);
+
+/** A new, empty store location for this run's store kind. */
+export async function freshStoreLocation(): Promise<string> {
+  if (!usingPostgres()) return join(makeTempDir(), 'hub.db');
+  const cluster = process.env.SYNCHUB_TEST_POSTGRES_URL;
+  if (!cluster) throw new Error('SYNCHUB_TEST_STORE=postgres needs SYNCHUB_TEST_POSTGRES_URL (set by test/kit/postgres-setup.ts)');
+  return createDatabase(cluster);
+}
+
+/** Open the store at a location (a file path or a postgres:// URL). */
+export async function openStoreAt(location: string): Promise<EventStore> {
+  return isUrl(location) ? PostgresEventStore.open(location) : new SqliteEventStore(location);
+}
+
+/** The CLI flags that select the store at a location. */
+export function storeFlags(location: string): string[] {
+  return isUrl(location) ? ['--postgres', location] : ['--db', location];
+}
 
 /** A fresh directory under the OS temp dir. Remembered for removeTempDirs(). */
 export function makeTempDir(prefix = 'synchub-test-'): string {
@@ -49,7 +81,7 @@ export interface StartHubOptions {
   role?: Role;
   /** Hub options (port and host are fixed to 0 and 127.0.0.1 unless given; no admin listener unless adminPort is given). */
   options?: HubOptionsInput;
-  /** Use this database file instead of a fresh one (e.g. written by the CLI). */
+  /** Use this store location (file path or postgres:// URL) instead of a fresh one (e.g. written by the CLI). */
   dbPath?: string;
   /** Logger for the hub (default silent). */
   log?: Logger;
@@ -62,9 +94,10 @@ export interface TestHub {
   /** The admin listener's base URL (`http://127.0.0.1:PORT`) when options.adminPort was given, else ''. */
   adminUrl: string;
   hub: Hub;
-  store: SqliteEventStore;
+  store: EventStore;
+  /** Where the store is: a SQLite file path, or a postgres:// URL. */
   dbPath: string;
-  /** The temp dir holding the database (removed by close() when the kit created it). */
+  /** A temp dir of this hub (holding the SQLite file; removed by close() when the kit created it). */
   dir: string;
   /** The project created at start ('' when none). */
   project: string;
@@ -77,12 +110,12 @@ export interface TestHub {
   close(): Promise<void>;
 }
 
-/** A real Hub on 127.0.0.1, port 0, over a real SQLite file. */
+/** A real Hub on 127.0.0.1, port 0, over a real store (a SQLite file, or a PostgreSQL database). */
 export async function startHub(opts: StartHubOptions = {}): Promise<TestHub> {
-  const ownDir = opts.dbPath === undefined;
-  const dir = ownDir ? makeTempDir() : dirname(opts.dbPath!);
-  const dbPath = opts.dbPath ?? join(dir, 'hub.db');
-  const store = new SqliteEventStore(dbPath);
+  const dbPath = opts.dbPath ?? (await freshStoreLocation());
+  const ownDir = opts.dbPath === undefined && !isUrl(dbPath);
+  const dir = isUrl(dbPath) ? makeTempDir() : dirname(dbPath);
+  const store = await openStoreAt(dbPath);
   const project = opts.project === undefined ? 'p1' : opts.project;
   let token = '';
   if (project !== null) {
@@ -118,9 +151,9 @@ export async function startHub(opts: StartHubOptions = {}): Promise<TestHub> {
   };
 }
 
-/** Create `project` (if missing) and a token in a hub database file; the file is closed again. */
+/** Create `project` (if missing) and a token in a hub store (file path or URL); the store is closed again. */
 export async function initHubDb(dbPath: string, project = 'p1', role: Role = 'write'): Promise<string> {
-  const store = new SqliteEventStore(dbPath);
+  const store = await openStoreAt(dbPath);
   try {
     if (!(await store.projectExists(project))) await store.createProject(project);
     return (await createToken(store, project, role)).token;
@@ -157,11 +190,11 @@ const LISTENING_RE = /listening on ws:\/\/([^\s:]+):(\d+)/;
 const DASHBOARD_RE = /dashboard: (http:\/\/\S+?)\//;
 
 /**
- * Run `synchub hub serve --port P --db F` as a child process and wait for its
- * "listening on ws://HOST:PORT" line (which carries the bound port, also with port 0).
+ * Run `synchub hub serve --port P --db F` (or `--postgres URL`) as a child process and wait for
+ * its "listening on ws://HOST:PORT" line (which carries the bound port, also with port 0).
  */
 export async function spawnHub(dbPath: string, port = 0, opts: { timeoutMs?: number; env?: NodeJS.ProcessEnv } = {}): Promise<SpawnedHub> {
-  const args = ['hub', 'serve', '--port', String(port), '--host', '127.0.0.1', '--admin-port', '0', '--db', dbPath];
+  const args = ['hub', 'serve', '--port', String(port), '--host', '127.0.0.1', '--admin-port', '0', ...storeFlags(dbPath)];
   const proc = spawn(process.execPath, [CLI_PATH, ...args], {
     cwd: REPO_ROOT,
     stdio: ['ignore', 'pipe', 'pipe'],

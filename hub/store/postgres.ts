@@ -1,0 +1,277 @@
+// EventStore on PostgreSQL: several hub nodes share one database.
+//
+// Seqs are assigned inside the insert transaction under the project row's lock (SELECT ... FOR
+// UPDATE), so commits of one project are serialised across nodes: commit order is seq order and
+// no reader on any node sees seq N+1 before N. The same transaction sends a NOTIFY per project
+// with its new head; every node LISTENs on a connection of its own and fans out from the store.
+import pg from 'pg';
+import { SyncError } from '../../shared/errors.ts';
+import type { Logger } from '../../shared/log.ts';
+import { silentLogger } from '../../shared/log.ts';
+import type { AppendGroup, AppendOutcome, CommitWatcher, EventStore, Role, StoredEvent, TokenRecord } from './event-store.ts';
+import { migrate } from './postgres-schema.ts';
+import { serializeEvent } from './serialize.ts';
+
+/** The NOTIFY channel; a payload is `<head>:<project>`. */
+const CHANNEL = 'synchub_commits';
+/** Reconnect delays of the LISTEN connection. */
+const LISTEN_RETRY_MS = [100, 250, 500, 1000, 2000, 5000];
+
+type TokenRow = { id: string; project: string; role: Role; hash: string; created_at: string; revoked_at: string | null };
+
+function toToken(row: TokenRow): TokenRecord {
+  return { id: row.id, project: row.project, role: row.role, hash: row.hash, createdAt: row.created_at, revokedAt: row.revoked_at };
+}
+
+const dedupKey = (project: string, deviceId: string, sessionId: string, clientActionId: number) =>
+  `${project}\u0000${deviceId}\u0000${sessionId}\u0000${clientActionId}`;
+
+export class PostgresEventStore implements EventStore {
+  private readonly pool: pg.Pool;
+  private listener: pg.Client | null = null;
+  private watcher: CommitWatcher | null = null;
+  private listening = false;
+  private closed = false;
+  private retry = 0;
+  private retryTimer: NodeJS.Timeout | null = null;
+
+  private constructor(
+    private readonly url: string,
+    private readonly log: Logger,
+  ) {
+    this.pool = new pg.Pool({ connectionString: url, max: 10 });
+    // An idle client whose backend is terminated emits here; without a handler the node would crash.
+    this.pool.on('error', (err) => this.log.warn({ err: err.message }, 'postgres connection lost'));
+  }
+
+  /** Connect and bring the schema up to date (safe when several nodes start at once). */
+  static async open(url: string, log: Logger = silentLogger): Promise<PostgresEventStore> {
+    const store = new PostgresEventStore(url, log);
+    try {
+      const client = await store.pool.connect();
+      try {
+        const applied = await migrate(client);
+        if (applied.length) log.info({ versions: applied }, 'postgres schema migrated');
+      } finally {
+        client.release();
+      }
+    } catch (err) {
+      await store.pool.end().catch(() => {});
+      throw new SyncError('store_unavailable', `cannot use PostgreSQL at ${redact(url)}: ${(err as Error).message}`);
+    }
+    return store;
+  }
+
+  async append(groups: AppendGroup[], serverTimestamp: string): Promise<AppendOutcome[][]> {
+    const client = await this.pool.connect();
+    try {
+      await client.query('BEGIN');
+      const out = await this.appendIn(client, groups, serverTimestamp);
+      await client.query('COMMIT');
+      return out;
+    } catch (err) {
+      await client.query('ROLLBACK').catch(() => {});
+      throw err;
+    } finally {
+      client.release();
+    }
+  }
+
+  private async appendIn(client: pg.PoolClient, groups: AppendGroup[], serverTimestamp: string): Promise<AppendOutcome[][]> {
+    // Lock the projects' rows in name order: two nodes committing to the same projects never deadlock.
+    const names = [...new Set(groups.map((g) => g.project))].sort();
+    const locked = await client.query<{ name: string; head_seq: string }>(
+      'SELECT name, head_seq FROM projects WHERE name = ANY($1::text[]) ORDER BY name FOR UPDATE',
+      [names],
+    );
+    const heads = new Map(locked.rows.map((r) => [r.name, Number(r.head_seq)]));
+    const missing = names.find((n) => !heads.has(n));
+    if (missing) throw new SyncError('unknown_project', `project ${missing} does not exist`);
+
+    // Dedup keys already stored (under the lock nobody can add one meanwhile).
+    const keys = { project: [] as string[], device: [] as string[], session: [] as string[], action: [] as number[] };
+    for (const g of groups) {
+      for (const e of g.events) {
+        keys.project.push(g.project);
+        keys.device.push(g.deviceId);
+        keys.session.push(e.sessionId);
+        keys.action.push(e.clientActionId);
+      }
+    }
+    const found = await client.query<{ project: string; device_id: string; session_id: string; client_action_id: string; server_seq: string }>(
+      `SELECT e.project, e.device_id, e.session_id, e.client_action_id, e.server_seq
+         FROM events e
+         JOIN unnest($1::text[], $2::text[], $3::text[], $4::bigint[]) AS k(project, device_id, session_id, client_action_id)
+           ON e.project = k.project AND e.device_id = k.device_id AND e.session_id = k.session_id AND e.client_action_id = k.client_action_id`,
+      [keys.project, keys.device, keys.session, keys.action],
+    );
+    const known = new Map<string, number>();
+    for (const r of found.rows) known.set(dedupKey(r.project, r.device_id, r.session_id, Number(r.client_action_id)), Number(r.server_seq));
+
+    const rows = { project: [] as string[], seq: [] as number[], device: [] as string[], session: [] as string[], action: [] as number[], body: [] as string[] };
+    const out = groups.map(({ project, deviceId, events }) =>
+      events.map((e): AppendOutcome => {
+        const key = dedupKey(project, deviceId, e.sessionId, e.clientActionId);
+        const original = known.get(key);
+        if (original !== undefined) return { stored: false, seq: original };
+        const seq = heads.get(project)! + 1;
+        heads.set(project, seq);
+        // A second copy later in this same commit is a duplicate of this one.
+        known.set(key, seq);
+        const json = serializeEvent(seq, deviceId, serverTimestamp, e);
+        rows.project.push(project);
+        rows.seq.push(seq);
+        rows.device.push(deviceId);
+        rows.session.push(e.sessionId);
+        rows.action.push(e.clientActionId);
+        rows.body.push(json);
+        return { stored: true, seq, json };
+      }),
+    );
+    if (rows.seq.length === 0) return out;
+    // One round trip for every row of the commit.
+    await client.query(
+      `INSERT INTO events (project, server_seq, device_id, session_id, client_action_id, body)
+       SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[], $5::bigint[], $6::text[])`,
+      [rows.project, rows.seq, rows.device, rows.session, rows.action, rows.body],
+    );
+    const moved = names.filter((n) => rows.project.includes(n));
+    const newHeads = moved.map((n) => heads.get(n)!);
+    await client.query(
+      `UPDATE projects AS p SET head_seq = v.head
+         FROM unnest($1::text[], $2::bigint[]) AS v(name, head) WHERE p.name = v.name`,
+      [moved, newHeads],
+    );
+    // Delivered to every listener at COMMIT, never before, and not at all on a rollback.
+    await client.query(`SELECT pg_notify('${CHANNEL}', v.head || ':' || v.name) FROM unnest($1::text[], $2::bigint[]) AS v(name, head)`, [moved, newHeads]);
+    return out;
+  }
+
+  async readAfter(project: string, afterSeq: number, limit: number): Promise<StoredEvent[]> {
+    const r = await this.pool.query<{ seq: string; json: string }>(
+      'SELECT server_seq AS seq, body AS json FROM events WHERE project = $1 AND server_seq > $2 ORDER BY server_seq LIMIT $3',
+      [project, afterSeq, limit],
+    );
+    return r.rows.map((row) => ({ seq: Number(row.seq), json: row.json }));
+  }
+
+  async headSeq(project: string): Promise<number> {
+    const r = await this.pool.query<{ head_seq: string }>('SELECT head_seq FROM projects WHERE name = $1', [project]);
+    if (r.rows.length === 0) throw new SyncError('unknown_project', `project ${project} does not exist`);
+    return Number(r.rows[0]!.head_seq);
+  }
+
+  async createProject(name: string): Promise<void> {
+    const r = await this.pool.query('INSERT INTO projects (name, created_at) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING', [
+      name,
+      new Date().toISOString(),
+    ]);
+    if (r.rowCount === 0) throw new SyncError('project_exists', `project ${name} already exists`);
+  }
+
+  async projectExists(name: string): Promise<boolean> {
+    const r = await this.pool.query('SELECT 1 FROM projects WHERE name = $1', [name]);
+    return r.rows.length > 0;
+  }
+
+  async listProjects() {
+    const r = await this.pool.query<{ name: string; head_seq: string; created_at: string }>('SELECT name, head_seq, created_at FROM projects ORDER BY name');
+    return r.rows.map((row) => ({ name: row.name, headSeq: Number(row.head_seq), createdAt: row.created_at }));
+  }
+
+  async insertToken(t: TokenRecord): Promise<void> {
+    await this.pool.query('INSERT INTO tokens (id, project, role, hash, created_at, revoked_at) VALUES ($1, $2, $3, $4, $5, $6)', [
+      t.id,
+      t.project,
+      t.role,
+      t.hash,
+      t.createdAt,
+      t.revokedAt,
+    ]);
+  }
+
+  async findToken(id: string): Promise<TokenRecord | undefined> {
+    const r = await this.pool.query<TokenRow>('SELECT * FROM tokens WHERE id = $1', [id]);
+    return r.rows[0] && toToken(r.rows[0]);
+  }
+
+  async listTokens(project: string): Promise<TokenRecord[]> {
+    const r = await this.pool.query<TokenRow>('SELECT * FROM tokens WHERE project = $1 ORDER BY created_at, id', [project]);
+    return r.rows.map(toToken);
+  }
+
+  async revokeToken(id: string, at: string): Promise<boolean> {
+    const r = await this.pool.query('UPDATE tokens SET revoked_at = COALESCE(revoked_at, $1) WHERE id = $2', [at, id]);
+    return r.rowCount === 1;
+  }
+
+  /** Commits by any node, through LISTEN on a dedicated connection that reconnects by itself. */
+  watchCommits(watcher: CommitWatcher): void {
+    this.watcher = watcher;
+    void this.listen();
+  }
+
+  /** The LISTEN connection is up: this node hears every commit (readyz). */
+  isReady(): boolean {
+    return this.watcher === null || this.listening;
+  }
+
+  private async listen(): Promise<void> {
+    if (this.closed) return;
+    const client = new pg.Client({ connectionString: this.url });
+    this.listener = client;
+    const lost = (why: string) => {
+      if (this.listener !== client) return;
+      this.listener = null;
+      const wasUp = this.listening;
+      this.listening = false;
+      client.end().catch(() => {});
+      if (this.closed) return;
+      const delay = LISTEN_RETRY_MS[Math.min(this.retry++, LISTEN_RETRY_MS.length - 1)]!;
+      if (wasUp) this.log.warn({ err: why, retryInMs: delay }, 'postgres LISTEN connection lost; fan-out from other nodes paused');
+      this.retryTimer = setTimeout(() => void this.listen(), delay);
+    };
+    client.on('error', (err) => lost(err.message));
+    client.on('end', () => lost('connection ended'));
+    client.on('notification', (msg) => {
+      if (msg.channel !== CHANNEL || !msg.payload) return;
+      const colon = msg.payload.indexOf(':');
+      this.watcher?.onCommit(msg.payload.slice(colon + 1), Number(msg.payload.slice(0, colon)));
+    });
+    try {
+      await client.connect();
+      await client.query(`LISTEN ${CHANNEL}`);
+    } catch (err) {
+      lost((err as Error).message);
+      return;
+    }
+    if (this.listener !== client) return;
+    this.listening = true;
+    this.retry = 0;
+    this.log.info('postgres LISTEN connection up');
+    // Commits made while nobody listened were not heard: catch up from the store.
+    this.watcher?.onResync();
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    if (this.retryTimer) clearTimeout(this.retryTimer);
+    const listener = this.listener;
+    this.listener = null;
+    this.listening = false;
+    await listener?.end().catch(() => {});
+    await this.pool.end();
+  }
+}
+
+/** The URL without its password, for messages. */
+export function redact(url: string): string {
+  try {
+    const u = new URL(url);
+    if (u.password) u.password = '***';
+    return u.toString();
+  } catch {
+    return 'the given URL';
+  }
+}
