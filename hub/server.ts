@@ -82,7 +82,12 @@ export class Hub {
     // The server accepts frames up to twice the limit so that a frame just over it
     // gets a clear `frame_too_large` error; past that ws closes with 1009 unread.
     this.wss = new WebSocketServer({ noServer: true, maxPayload: this.options.maxFrameBytes * 2 });
-    this.http = createServer((req, res) => void this.onRequest(req, res));
+    this.http = createServer((req, res) =>
+      this.onRequest(req, res).catch((err: unknown) => {
+        this.log.warn({ err: String(err) }, 'request failed');
+        if (!res.headersSent) res.writeHead(500).end();
+      }),
+    );
     this.http.on('upgrade', (req, socket, head) => void this.onUpgrade(req, socket, head));
   }
 
@@ -250,7 +255,14 @@ export class Hub {
     } catch {
       return refuse(404, 'no such endpoint');
     }
-    const auth = await authenticate(this.store, req.headers.authorization, project);
+    let auth: Awaited<ReturnType<typeof authenticate>>;
+    try {
+      auth = await authenticate(this.store, req.headers.authorization, project);
+    } catch (err) {
+      // The store cannot be read (PostgreSQL down): the device retries later, as on a shutdown.
+      this.log.warn({ err: String(err) }, 'token lookup failed');
+      return refuse(503, 'store unavailable');
+    }
     if (!auth.ok) return refuse(auth.status, auth.reason);
     if (this.stopping) return refuse(503, 'hub is shutting down');
     this.wss.handleUpgrade(req, socket, head, (ws) => {

@@ -1,4 +1,7 @@
-// The chaos soak: `npm run chaos -- --minutes 30 --seed S [--devices N]`.
+// The chaos soak: `npm run chaos -- --minutes 30 --seed S [--devices N] [--postgres]`.
+// With --postgres the hub runs as two nodes on a throwaway PostgreSQL cluster (started here and
+// removed at the end); each device's link balances over both nodes, and hub kills take one node
+// at a time.
 // Runs the chaos harness (test/chaos/harness.ts) with production agent timings and minutes-long
 // faults (apps holding their write lock 5-30 s, a 20,000-event backlog behind a 3 KB/s link, ...),
 // logs progress on stderr, prints a JSON summary on stdout
@@ -8,16 +11,18 @@
 import { parseArgs } from 'node:util';
 import { z } from 'zod';
 import { runChaos, soakConfig } from '../test/chaos/harness.ts';
+import { createDatabase, startCluster, type Cluster } from '../test/kit/postgres.ts';
 
 const Args = z.object({
   minutes: z.coerce.number().positive().max(24 * 60).default(30),
   seed: z.coerce.number().int().default(() => Date.now() % 1_000_000),
   devices: z.coerce.number().int().min(5, "the suite runs at least 5 devices").max(50).default(5),
+  postgres: z.boolean().default(false),
 });
 
 let args: z.infer<typeof Args>;
 try {
-  const { values } = parseArgs({ options: { minutes: { type: 'string' }, seed: { type: 'string' }, devices: { type: 'string' } }, strict: true });
+  const { values } = parseArgs({ options: { minutes: { type: 'string' }, seed: { type: 'string' }, devices: { type: 'string' }, postgres: { type: 'boolean' } }, strict: true });
   args = Args.parse(values);
 } catch (err) {
   const issue = err instanceof z.ZodError ? err.issues[0] : undefined;
@@ -25,13 +30,27 @@ try {
   process.exit(2);
 }
 
-// Interrupted: exit through process.exit so the harness's exit hook kills every child it started.
-for (const signal of ['SIGINT', 'SIGTERM'] as const) process.once(signal, () => process.exit(130));
+let cluster: Cluster | null = null;
+// Interrupted: exit through process.exit so the harness's exit hook kills every child it started
+// (and stop the PostgreSQL cluster first: pg_ctl detached it from our process group).
+for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+  process.once(signal, () => void (cluster?.stop() ?? Promise.resolve()).finally(() => process.exit(130)));
+}
 
-const summary = await runChaos({ ...soakConfig(args.seed, args.minutes, args.devices), log: (l) => process.stderr.write(`${l}\n`) });
+let postgresUrl: string | null = null;
+if (args.postgres) {
+  cluster = await startCluster();
+  postgresUrl = await createDatabase(cluster.url, 'chaos');
+  process.stderr.write(`chaos: PostgreSQL cluster on port ${cluster.port}\n`);
+}
+const cfg = soakConfig(args.seed, args.minutes, args.devices);
+// Connection kills only exist on PostgreSQL: as many as hub kills.
+if (postgresUrl) cfg.guaranteed = { ...cfg.guaranteed, pg_conn_kill: cfg.guaranteed.hub_kill ?? 1 };
+const summary = await runChaos({ ...cfg, postgresUrl, log: (l) => process.stderr.write(`${l}\n`) });
+await cluster?.stop();
 process.stdout.write(`${JSON.stringify(summary, null, 2)}\n`);
 const verdict = [
-  `chaos: seed ${summary.seed}, ${summary.minutes} min, ${summary.devices} devices: ${summary.violations.length} violation(s)`,
+  `chaos: seed ${summary.seed}, ${summary.minutes} min, ${summary.devices} devices${args.postgres ? ', 2 hub nodes on PostgreSQL' : ''}: ${summary.violations.length} violation(s)`,
   `agent exits = ${summary.stats.agentExits}`,
   `${summary.eventsWritten} app changes + ${summary.stats.loadedEvents} loaded = ${summary.hubEvents} hub events`,
   `faults: ${Object.entries(summary.faults).map(([k, n]) => `${k} ${n}`).join(', ')}`,

@@ -48,12 +48,12 @@ export class PostgresEventStore implements EventStore {
   static async open(url: string, log: Logger = silentLogger): Promise<PostgresEventStore> {
     const store = new PostgresEventStore(url, log);
     try {
-      const client = await store.pool.connect();
+      const { client, done } = await store.checkout();
       try {
         const applied = await migrate(client);
         if (applied.length) log.info({ versions: applied }, 'postgres schema migrated');
       } finally {
-        client.release();
+        done();
       }
     } catch (err) {
       await store.pool.end().catch(() => {});
@@ -62,8 +62,26 @@ export class PostgresEventStore implements EventStore {
     return store;
   }
 
-  async append(groups: AppendGroup[], serverTimestamp: string): Promise<AppendOutcome[][]> {
+  /**
+   * A pooled client for a transaction. While checked out nothing else listens to its 'error'
+   * event, and an unheard one (its backend terminated) would crash the process: the query in
+   * flight fails anyway, so the error is only logged.
+   */
+  private async checkout(): Promise<{ client: pg.PoolClient; done: () => void }> {
     const client = await this.pool.connect();
+    const onError = (err: Error) => this.log.warn({ err: err.message }, 'postgres connection lost during a transaction');
+    client.on('error', onError);
+    return {
+      client,
+      done: () => {
+        client.off('error', onError);
+        client.release();
+      },
+    };
+  }
+
+  async append(groups: AppendGroup[], serverTimestamp: string): Promise<AppendOutcome[][]> {
+    const { client, done } = await this.checkout();
     try {
       await client.query('BEGIN');
       const out = await this.appendIn(client, groups, serverTimestamp);
@@ -73,7 +91,7 @@ export class PostgresEventStore implements EventStore {
       await client.query('ROLLBACK').catch(() => {});
       throw err;
     } finally {
-      client.release();
+      done();
     }
   }
 

@@ -1,8 +1,9 @@
-// The chaos harness: a real hub process, N real agent processes (`synchub agent run`), each with
+// The chaos harness: a real hub process (or two nodes on PostgreSQL), N real agent processes (`synchub agent run`), each with
 // its own app DB written by its own writer process (writer.ts), and a fault proxy (proxy.ts)
 // between each agent and the hub. While the writers write, faults are injected at random (seeded):
 //
-//   hub_kill     kill -9 of the hub, restarted on the same port after a moment
+//   hub_kill     kill -9 of the hub (of one node, with two on PostgreSQL), restarted on the same
+//                port after a moment
 //   agent_kill   kill -9 of one agent, restarted after a moment
 //   link_cut     one device's link reset and refused for a while
 //   link_stall   one device's link black-holed for a while (no bytes, no FIN, no RST)
@@ -18,6 +19,8 @@
 //   slow_backlog one device goes offline, a bulk loader pushes a backlog (20,000 events in the soak)
 //                straight to the hub, then the device comes back behind a 3 KB/s link for minutes:
 //                its cursor must keep moving (not be dropped as a slow consumer over and over)
+//   pg_conn_kill PostgreSQL mode only (`postgresUrl`: two hub nodes, each device's proxy balancing
+//                over both): every hub connection to PostgreSQL is terminated at once
 //
 // Then every fault is healed, the writers stop, and once the system is quiet the run checks:
 //   (1) every action_log row of every device is in the hub log exactly once (by dedup key), the
@@ -44,15 +47,15 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import Database from 'better-sqlite3';
+import pg from 'pg';
 import type { PushEvent, SyncEvent } from '../../shared/event.ts';
 import { dedupKey } from '../../shared/event.ts';
 import type { EventStore } from '../../hub/store/event-store.ts';
-import { SqliteEventStore } from '../../hub/store/sqlite.ts';
 import { RejectReason } from '../../shared/errors.ts';
 import { MAX_BATCH_EVENTS } from '../../shared/limits.ts';
 import { dumpTables, makeAppDb, replayInto } from '../kit/app-db.ts';
 import { Device, hubLog, spawnAgent, type HubRef } from '../kit/devices.ts';
-import { REPO_ROOT, runCli, spawnHub, type SpawnedHub } from '../kit/hub.ts';
+import { openStoreAt, REPO_ROOT, runCli, spawnHub, storeFlags, type SpawnedHub } from '../kit/hub.ts';
 import { delay, seededRandom, SyncClient } from '../kit/ws-client.ts';
 import { FaultProxy } from './proxy.ts';
 
@@ -70,7 +73,9 @@ export type FaultKind =
   | 'clock_skew'
   | 'app_lock'
   | 'app_read_hold'
-  | 'slow_backlog';
+  | 'slow_backlog'
+  /** PostgreSQL mode only: every hub connection to PostgreSQL is terminated (pool and LISTEN). */
+  | 'pg_conn_kill';
 
 /** Faults of a device's app (one at a time per device, never on a device in a slow_backlog). */
 const APP_FAULTS: ReadonlySet<FaultKind> = new Set(['app_lock', 'app_read_hold']);
@@ -121,6 +126,12 @@ export interface ChaosConfig {
   log?: (line: string) => void;
   /** Keep the work dir (default: only when there are violations). */
   keepDir?: boolean;
+  /**
+   * Run the hub as two nodes on this PostgreSQL database (a postgres:// URL of an empty database)
+   * instead of one process on a SQLite file: each device's link is a load balancer over both
+   * nodes, and hub_kill kills one node at a time.
+   */
+  postgresUrl?: string | null;
 }
 
 export interface Violation {
@@ -351,6 +362,8 @@ export function planFaults(cfg: ChaosConfig, rnd: () => number): PlannedFault[] 
         return between(cfg.appReadHoldMs);
       case 'slow_backlog':
         return cfg.backlogLoadMs + between(cfg.backlogSlowMs);
+      case 'pg_conn_kill':
+        return 0;
     }
   };
   /** The first device from `device` on that is free in every one of `busy` over [a, b]. */
@@ -368,6 +381,11 @@ export function planFaults(cfg: ChaosConfig, rnd: () => number): PlannedFault[] 
     const thenSlow = kind === 'offline' && rnd() < 0.5 ? { ms: between(cfg.slowMs), rate: between(cfg.slowRate) } : undefined;
     const busyMs = durationMs + (thenSlow?.ms ?? 0);
     const b = at + busyMs;
+    if (kind === 'pg_conn_kill') {
+      if (!cfg.postgresUrl) return false;
+      plan.push({ at, kind, device, durationMs });
+      return true;
+    }
     if (kind === 'hub_kill') {
       if (overlaps(hubBusy, at, at + durationMs)) return false;
       hubBusy.push([at, at + durationMs + 2_000]);
@@ -410,7 +428,7 @@ export function planFaults(cfg: ChaosConfig, rnd: () => number): PlannedFault[] 
     return true;
   };
   // Long faults first, early enough to run their course inside the phase.
-  const order: Array<PlannedFault['kind']> = ['slow_backlog', 'offline', 'slow', 'app_lock', 'app_read_hold', 'hub_kill', 'link_stall', 'link_cut', 'agent_kill', 'link_reset'];
+  const order: Array<PlannedFault['kind']> = ['slow_backlog', 'offline', 'slow', 'app_lock', 'app_read_hold', 'hub_kill', 'pg_conn_kill', 'link_stall', 'link_cut', 'agent_kill', 'link_reset'];
   const longestOf: Partial<Record<PlannedFault['kind'], number>> = {
     slow_backlog: cfg.backlogLoadMs + cfg.backlogSlowMs[1],
     offline: cfg.offlineMs[1],
@@ -440,6 +458,8 @@ export function planFaults(cfg: ChaosConfig, rnd: () => number): PlannedFault[] 
     ['slow', 0.5],
     ['app_lock', 1],
     ['app_read_hold', 0.5],
+    // Last, and weightless without PostgreSQL: a SQLite run's plan for a seed stays what it was.
+    ['pg_conn_kill', cfg.postgresUrl ? 1 : 0],
   ];
   const total = weights.reduce((s, [, w]) => s + w, 0);
   for (let t = 1_000 - Math.log(1 - rnd()) * cfg.meanFaultGapMs; t < end - 500; t += -Math.log(1 - rnd()) * cfg.meanFaultGapMs) {
@@ -666,13 +686,17 @@ function sleep(ms: number, signal?: AbortSignal): Promise<void> {
 
 class ChaosRun {
   readonly dir = mkdtempSync(join(tmpdir(), 'synchub-chaos-'));
-  readonly hubDb = join(this.dir, 'hub.db');
+  /** Where the hub's store is: a SQLite file, or a PostgreSQL database shared by the nodes. */
+  readonly hubStore: string;
+  /** Hub processes: one on SQLite, two nodes on PostgreSQL (null while killed). */
+  readonly hubs: Array<SpawnedHub | null>;
+  /** Each node's port, fixed after its first start (restarts reuse it; the proxies point at them). */
+  readonly hubPorts: number[];
+  private readonly hubExpectedExit: boolean[];
+  private hubKills = 0;
   readonly rnd: () => number;
   readonly violations: Violation[] = [];
   readonly faults: Record<string, number> = {};
-  hub: SpawnedHub | null = null;
-  hubExpectedExit = false;
-  hubPort = 0;
   hubRebindRetries = 0;
   token = '';
   proxies: FaultProxy[] = [];
@@ -700,6 +724,11 @@ class ChaosRun {
 
   constructor(readonly cfg: ChaosConfig) {
     this.rnd = seededRandom(cfg.seed);
+    this.hubStore = cfg.postgresUrl ?? join(this.dir, 'hub.db');
+    const nodes = cfg.postgresUrl ? 2 : 1;
+    this.hubs = Array.from({ length: nodes }, () => null);
+    this.hubPorts = Array.from({ length: nodes }, () => 0);
+    this.hubExpectedExit = Array.from({ length: nodes }, () => false);
   }
 
   log(line: string): void {
@@ -751,10 +780,23 @@ class ChaosRun {
     }
   }
 
-  /** The hub's committed head, read from its DB file (-1 when unreadable). */
-  hubHead(): number {
+  /** The project's committed head, read from the hub's store (-1 when unreadable). */
+  async hubHead(): Promise<number> {
+    if (this.cfg.postgresUrl) {
+      const client = new pg.Client({ connectionString: this.cfg.postgresUrl });
+      client.on('error', () => {});
+      try {
+        await client.connect();
+        const r = await client.query<{ h: string }>('SELECT head_seq AS h FROM projects WHERE name = $1', [PROJECT]);
+        return r.rows.length ? Number(r.rows[0]!.h) : -1;
+      } catch {
+        return -1;
+      } finally {
+        await client.end().catch(() => {});
+      }
+    }
     try {
-      const db = new Database(this.hubDb, { readonly: true, fileMustExist: true });
+      const db = new Database(this.hubStore, { readonly: true, fileMustExist: true });
       try {
         db.pragma('busy_timeout = 2000');
         return (db.prepare('SELECT head_seq AS h FROM projects WHERE name = ?').get(PROJECT) as { h: number }).h;
@@ -766,23 +808,29 @@ class ChaosRun {
     }
   }
 
+  /** The URL of a hub node that is up (the first one while none is). */
+  liveHubUrl(): string {
+    const i = Math.max(0, this.hubs.findIndex((h) => h !== null));
+    return `ws://127.0.0.1:${this.hubPorts[i]}`;
+  }
+
   // ---- processes -------------------------------------------------------------------------
 
-  async startHub(): Promise<void> {
+  async startHub(node = 0): Promise<void> {
     const deadline = Date.now() + 15_000;
     for (;;) {
       try {
-        const hub = await spawnHub(this.hubDb, this.hubPort, { timeoutMs: 15_000 });
+        const hub = await spawnHub(this.hubStore, this.hubPorts[node], { timeoutMs: 15_000 });
         track(hub.proc);
-        this.hub = hub;
-        this.hubPort = hub.port;
-        this.hubExpectedExit = false;
+        this.hubs[node] = hub;
+        this.hubPorts[node] = hub.port;
+        this.hubExpectedExit[node] = false;
         this.hubStarts++;
         void hub.exited.then((e) => {
           tallyLog(this.logTally, hub.stderr(), 'hub');
-          if (this.hub === hub && !this.hubExpectedExit && !this.stopped) {
-            this.violate({ check: 'process', message: `the hub exited on its own (${e.code ?? e.signal})`, evidence: { stderr: tail(hub.stderr()) } });
-            this.hub = null;
+          if (this.hubs[node] === hub && !this.hubExpectedExit[node] && !this.stopped) {
+            this.violate({ check: 'process', message: `hub node ${node} exited on its own (${e.code ?? e.signal})`, evidence: { stderr: tail(hub.stderr()) } });
+            this.hubs[node] = null;
           }
         });
         return;
@@ -795,29 +843,67 @@ class ChaosRun {
           await delay(200);
           continue;
         }
-        throw new Error(`hub did not start on port ${this.hubPort}: ${message.slice(0, 500)}`);
+        throw new Error(`hub node ${node} did not start on port ${this.hubPorts[node]}: ${message.slice(0, 500)}`);
       }
     }
   }
 
+  /** Every node that is down, started again. */
+  async startHubs(): Promise<void> {
+    for (let node = 0; node < this.hubs.length; node++) if (!this.hubs[node]) await this.startHub(node);
+  }
+
+  /** kill -9 of a hub node (with two nodes, each in turn: the other one keeps serving), restarted after downMs. */
   async killHub(downMs: number, signal?: AbortSignal): Promise<void> {
-    const hub = this.hub;
+    const node = this.hubKills % this.hubs.length;
+    const hub = this.hubs[node];
     if (!hub || this.restartingHub) return;
+    this.hubKills++;
     let release!: () => void;
     this.restartingHub = new Promise((r) => (release = r));
     try {
-      this.hubExpectedExit = true;
-      this.hub = null;
+      this.hubExpectedExit[node] = true;
+      this.hubs[node] = null;
       hub.kill('SIGKILL');
       await hub.exited;
       this.count('hub_kill');
-      this.log(`hub killed (-9), down for ${downMs} ms`);
+      this.log(`hub${this.hubs.length > 1 ? ` node ${node}` : ''} killed (-9), down for ${downMs} ms`);
       await sleep(downMs, signal);
-      await this.startHub();
-      this.log(`hub restarted on port ${this.hubPort}`);
+      await this.startHub(node);
+      this.log(`hub${this.hubs.length > 1 ? ` node ${node}` : ''} restarted on port ${this.hubPorts[node]}`);
     } finally {
       this.restartingHub = null;
       release();
+    }
+  }
+
+  /** Terminate every other connection to the hub's PostgreSQL database: in-flight commits fail, LISTEN drops. */
+  async killPostgresConnections(): Promise<void> {
+    const client = new pg.Client({ connectionString: this.cfg.postgresUrl! });
+    client.on('error', () => {});
+    try {
+      await client.connect();
+      const r = await client.query('SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()');
+      this.count('pg_conn_kill');
+      this.log(`PostgreSQL: ${r.rowCount} hub connection(s) terminated`);
+    } finally {
+      await client.end().catch(() => {});
+    }
+  }
+
+  /** Stop every hub node with SIGTERM; a node that does not exit cleanly is a violation. */
+  async stopHubs(): Promise<void> {
+    for (let node = 0; node < this.hubs.length; node++) {
+      const hub = this.hubs[node];
+      if (!hub) continue;
+      this.hubExpectedExit[node] = true;
+      this.hubs[node] = null;
+      hub.kill('SIGTERM');
+      const e = await Promise.race([hub.exited, timeout(15_000)]);
+      if (e === 'timeout' || e.code !== 0) {
+        this.violate({ check: 'process', message: `hub node ${node} did not exit cleanly on SIGTERM (${e === 'timeout' ? e : (e.code ?? e.signal)})`, evidence: { stderr: tail(hub.stderr()) } });
+        await hub.stop();
+      }
     }
   }
 
@@ -958,10 +1044,11 @@ class ChaosRun {
     const exits: Promise<unknown>[] = [];
     for (const a of this.agents) if (a) (a.expected = true), a.proc.kill('SIGKILL'), exits.push(a.exited);
     for (const w of this.writers) if (w) (w.expected = true), w.proc.kill('SIGKILL'), exits.push(w.exited);
-    if (this.hub) {
-      this.hubExpectedExit = true;
-      exits.push(this.hub.stop());
-    }
+    this.hubs.forEach((h, node) => {
+      if (!h) return;
+      this.hubExpectedExit[node] = true;
+      exits.push(h.stop());
+    });
     await Promise.race([Promise.all(exits), timeout(10_000)]);
     await Promise.all(this.proxies.map((p) => p.close().catch(() => {})));
   }
@@ -979,6 +1066,8 @@ class ChaosRun {
     switch (f.kind) {
       case 'hub_kill':
         return this.spawnTask(() => this.killHub(f.durationMs, phase));
+      case 'pg_conn_kill':
+        return this.spawnTask(() => this.killPostgresConnections());
       case 'agent_kill':
         return this.spawnTask(() => this.killAgent(f.device, f.durationMs, phase));
       case 'link_reset':
@@ -1099,7 +1188,7 @@ class ChaosRun {
     // Counted before the heal: a connection attempt during the cut is counted too (then reset).
     let connections = p.stats.connections;
     p.heal();
-    const start = { at: Date.now(), cursor: this.cursorOf(d), head: this.hubHead(), connections, bytes: p.stats.bytesDown };
+    const start = { at: Date.now(), cursor: this.cursorOf(d), head: await this.hubHead(), connections, bytes: p.stats.bytesDown };
     const watch = new ProgressWatch(this.cfg.slowProgressMs, (this.cfg.agentTuning?.backoffCapMs ?? 30_000) + 5_000, start.at, start.cursor);
     let hubStarts = this.hubStarts;
     const until = start.at + slowMs;
@@ -1117,9 +1206,9 @@ class ChaosRun {
         watch.connected(now);
       }
       const cursor = this.cursorOf(d);
-      if (cursor >= 0) watch.sample(now, cursor, cursor >= this.hubHead(), this.ackedOf(d));
+      if (cursor >= 0) watch.sample(now, cursor, cursor >= (await this.hubHead()), this.ackedOf(d));
     }
-    const end = { at: Date.now(), cursor: this.cursorOf(d), head: this.hubHead(), connections: p.stats.connections, bytes: p.stats.bytesDown };
+    const end = { at: Date.now(), cursor: this.cursorOf(d), head: await this.hubHead(), connections: p.stats.connections, bytes: p.stats.bytesDown };
     p.slow(null);
     const w = watch.finish(end.at);
     const report: BacklogReport = {
@@ -1187,9 +1276,9 @@ class ChaosRun {
       let c: SyncClient | null = null;
       try {
         connects++;
-        const head = Math.max(0, this.hubHead());
+        const head = Math.max(0, await this.hubHead());
         // afterSeq = head: the loader needs no stream, only acks (its own events still come back: seqs only).
-        c = await SyncClient.open(`ws://127.0.0.1:${this.hubPort}`, PROJECT, this.token, load.deviceId, head, { keepEvents: false });
+        c = await SyncClient.open(this.liveHubUrl(), PROJECT, this.token, load.deviceId, head, { keepEvents: false });
         const todo = events.filter((e) => !load.acked.has(e.clientActionId));
         for (let i = 0; i < todo.length && !phase.aborted; i += perBatch * inFlight) {
           const client = c;
@@ -1233,11 +1322,11 @@ class ChaosRun {
   private async slowPeriod(device: number, rate: number, ms: number, phase: AbortSignal): Promise<void> {
     const p = this.proxies[device]!;
     this.count('slow');
-    const before = { cursor: this.cursorOf(device), head: this.hubHead(), connections: p.stats.connections, bytes: p.stats.bytesDown, at: Date.now() };
+    const before = { cursor: this.cursorOf(device), head: await this.hubHead(), connections: p.stats.connections, bytes: p.stats.bytesDown, at: Date.now() };
     p.slow(rate);
     this.log(`link ${device} slow (${rate} B/s) for ${ms} ms`);
     await sleep(ms, phase);
-    const after = { cursor: this.cursorOf(device), head: this.hubHead(), connections: p.stats.connections, bytes: p.stats.bytesDown, at: Date.now() };
+    const after = { cursor: this.cursorOf(device), head: await this.hubHead(), connections: p.stats.connections, bytes: p.stats.bytesDown, at: Date.now() };
     p.slow(null);
     const report: SlowReport = {
       device,
@@ -1273,7 +1362,7 @@ class ChaosRun {
       p.heal();
     }
     if (this.restartingHub) await this.restartingHub;
-    if (!this.hub) await this.startHub();
+    await this.startHubs();
     for (let i = 0; i < this.cfg.devices; i++) if (!this.agents[i]) this.startAgent(i);
     this.log('all faults healed');
   }
@@ -1283,14 +1372,12 @@ class ChaosRun {
   /** Wait until every device has pushed everything and applied through the head, stable over two polls. */
   async quiesce(devices: Device[]): Promise<{ head: number; ms: number }> {
     const started = Date.now();
-    const hubDb = new Database(this.hubDb, { readonly: true, fileMustExist: true });
-    const headOf = () => (hubDb.prepare('SELECT head_seq AS h FROM projects WHERE name = ?').get(PROJECT) as { h: number }).h;
-    try {
+    {
       let quietSince = 0;
       let quietHead = -1;
       for (;;) {
-        const head = headOf();
-        const ok = devices.every((d) => {
+        const head = await this.hubHead();
+        const ok = head >= 0 && devices.every((d) => {
           const s = d.status();
           return s.pending === 0 && s.cursor === head;
         });
@@ -1316,8 +1403,6 @@ class ChaosRun {
         }
         await delay(250);
       }
-    } finally {
-      hubDb.close();
     }
   }
 
@@ -1497,15 +1582,15 @@ export async function runChaos(cfg: ChaosConfig): Promise<ChaosSummary> {
     run.log(`seed ${cfg.seed}, ${cfg.devices} devices, ${cfg.faultMs} ms of faults, work dir ${run.dir}`);
     // The hub's database through the admin CLI, then the hub itself (port 0 first; restarts reuse the port).
     for (const args of [
-      ['hub', 'project', 'create', PROJECT, '--db', run.hubDb],
-      ['hub', 'token', 'create', '--project', PROJECT, '--db', run.hubDb],
+      ['hub', 'project', 'create', PROJECT, ...storeFlags(run.hubStore)],
+      ['hub', 'token', 'create', '--project', PROJECT, ...storeFlags(run.hubStore)],
     ]) {
       const r = await runCli(args, { timeoutMs: 20_000 });
       if (r.code !== 0) throw new Error(`synchub ${args.join(' ')} failed: ${r.stderr}`);
       if (args[1] === 'token') run.token = r.stdout.trim();
     }
-    await run.startHub();
-    run.log(`hub on port ${run.hubPort}`);
+    await run.startHubs();
+    run.log(run.hubs.length > 1 ? `${run.hubs.length} hub nodes on PostgreSQL, ports ${run.hubPorts.join(', ')}` : `hub on port ${run.hubPorts[0]}`);
 
     // Clock skew: devices spread over [-skew, +skew], the first two at the extremes.
     for (let i = 0; i < cfg.devices; i++) {
@@ -1515,7 +1600,7 @@ export async function runChaos(cfg: ChaosConfig): Promise<ChaosSummary> {
     }
     for (let i = 0; i < cfg.devices; i++) {
       makeAppDb(run.dbPath(i));
-      const proxy = new FaultProxy(run.hubPort, `link-${i}`);
+      const proxy = new FaultProxy(run.hubPorts, `link-${i}`);
       await proxy.listen();
       run.proxies.push(proxy);
     }
@@ -1552,18 +1637,8 @@ export async function runChaos(cfg: ChaosConfig): Promise<ChaosSummary> {
     // Stop cleanly (agents first, so the hub sees no pushes while stopping), then read the log.
     run.supervising = false;
     await Promise.all(devices.map((_, i) => run.stopAgent(i)));
-    if (run.hub) {
-      const hub = run.hub;
-      run.hubExpectedExit = true;
-      run.hub = null;
-      hub.kill('SIGTERM');
-      const e = await Promise.race([hub.exited, timeout(15_000)]);
-      if (e === 'timeout' || e.code !== 0) {
-        run.violate({ check: 'process', message: `the hub did not exit cleanly on SIGTERM (${e === 'timeout' ? e : (e.code ?? e.signal)})`, evidence: { stderr: tail(hub.stderr()) } });
-        await hub.stop();
-      }
-    }
-    const store = new SqliteEventStore(run.hubDb);
+    await run.stopHubs();
+    const store = await openStoreAt(run.hubStore);
     let log: SyncEvent[];
     let projectHead: number;
     try {

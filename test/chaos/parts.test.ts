@@ -35,7 +35,7 @@ async function server(opts: { stream?: number } = {}): Promise<number> {
   return (s.address() as net.AddressInfo).port;
 }
 
-async function proxyTo(port: number): Promise<FaultProxy> {
+async function proxyTo(port: number | number[]): Promise<FaultProxy> {
   const p = new FaultProxy(port);
   await p.listen();
   cleanups.push(() => p.close());
@@ -71,6 +71,20 @@ describe('FaultProxy', () => {
     const c = await connect(p.port);
     c.socket.write('hello');
     await eventually(() => c.received() === 5, 'echo through the proxy');
+  });
+
+  it('balances new connections over several nodes in turn, a node that is down included', async () => {
+    // Two streaming servers that say who they are by how much they send.
+    const p = await proxyTo([await server({ stream: 1_000 }), await server({ stream: 2_000 }), 1]);
+    const sizes: number[] = [];
+    for (let i = 0; i < 4; i++) {
+      const c = await connect(p.port);
+      await eventually(() => c.received() > 0 || c.closed() !== 'open', `connection ${i} answered or reset`);
+      await delay(50);
+      sizes.push(c.closed() === 'open' || c.received() > 0 ? c.received() : -1);
+    }
+    // Port 1 is not listening: that connection is reset, as a balancer without health checks does.
+    expect(sizes).toEqual([1_000, 2_000, -1, 1_000]);
   });
 
   it('cut resets open connections and refuses new ones until healed', async () => {

@@ -10,7 +10,9 @@
 //   slow(n) bytes from the hub to the agent are delivered at n bytes/s (a device that reads its
 //           socket at a trickle); the hub sees the backpressure
 //
-// Modes change at any time and apply to open connections too. Only 127.0.0.1.
+// Modes change at any time and apply to open connections too. Only 127.0.0.1. With several
+// hub nodes the proxy is also a load balancer: each new connection goes to the next node in
+// turn (no health checks: a connection to a node that is down is reset, and the agent retries).
 import net from 'node:net';
 
 export type LinkMode = 'up' | 'cut' | 'stall';
@@ -44,14 +46,19 @@ export class FaultProxy {
   readonly stats: ProxyStats = { connections: 0, resets: 0, bytesUp: 0, bytesDown: 0 };
   private readonly server: net.Server;
   private readonly pairs = new Set<Pair>();
+  private readonly targetPorts: number[];
   private nextId = 1;
   private timer: NodeJS.Timeout | null = null;
 
+  /** Index of the node the next connection goes to. */
+  private nextTarget = 0;
+
   constructor(
-    /** The hub's port (fixed for the life of the proxy: the hub restarts on the same one). */
-    private readonly targetPort: number,
+    /** The hub's port, or its nodes' ports (fixed for the life of the proxy: a hub restarts on the same one). */
+    target: number | number[],
     readonly name = 'proxy',
   ) {
+    this.targetPorts = Array.isArray(target) ? [...target] : [target];
     this.server = net.createServer((socket) => this.accept(socket));
     this.server.on('error', () => {});
   }
@@ -124,7 +131,8 @@ export class FaultProxy {
       return;
     }
     client.setNoDelay(true);
-    const upstream = net.connect({ port: this.targetPort, host: '127.0.0.1' });
+    const port = this.targetPorts[this.nextTarget++ % this.targetPorts.length]!;
+    const upstream = net.connect({ port, host: '127.0.0.1' });
     upstream.setNoDelay(true);
     upstream.on('error', () => {});
     const pair: Pair = { id: this.nextId++, client, upstream, down: [], downBytes: 0, closed: false };

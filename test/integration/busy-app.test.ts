@@ -34,12 +34,17 @@ afterEach(async () => {
   tmp.cleanup();
 });
 
-/** The app holds the write lock for `ms`, with `during` writing inside its transaction (committed at the end). */
-async function holdWriteLock(writer: AppWriter, ms: number, during: () => void = () => {}): Promise<void> {
+/**
+ * The app holds the write lock for `ms`, with `during` writing inside its transaction (committed at
+ * the end), and past `ms` until `seen` resolves (what the test waits to observe under the lock, so
+ * a slow start of the daemon on a loaded machine cannot make the lock end first; at most 40 s more).
+ */
+async function holdWriteLock(writer: AppWriter, ms: number, during: () => void = () => {}, seen: Promise<unknown> = Promise.resolve()): Promise<void> {
   writer.db.exec('BEGIN IMMEDIATE');
   try {
     during();
     await delay(ms);
+    await Promise.race([seen, delay(40_000)]);
     writer.db.exec('COMMIT');
   } finally {
     if (writer.db.inTransaction) writer.db.exec('ROLLBACK');
@@ -97,20 +102,32 @@ describe('an app that holds its database', () => {
     await quiesce(hub, devices, 20_000);
 
     for (let round = 1; round <= 3; round++) {
-      const lock = holdWriteLock(busy.writer, LOCK_MS, () => {
-        // Local changes written inside the app's transaction: pending once it commits.
-        busy.writer.update('issues', 'shared', { status: `busy ${round}` });
-        busy.writer.create('issues', { id: `busy-${round}`, title: `written under lock ${round}` });
-      });
+      let observed!: () => void;
+      // Round 1 holds the lock until status was read under it (a loaded machine may take seconds).
+      const seen = round === 1 ? new Promise<void>((r) => (observed = r)) : Promise.resolve();
+      const lock = holdWriteLock(
+        busy.writer,
+        LOCK_MS,
+        () => {
+          // Local changes written inside the app's transaction: pending once it commits.
+          busy.writer.update('issues', 'shared', { status: `busy ${round}` });
+          busy.writer.create('issues', { id: `busy-${round}`, title: `written under lock ${round}` });
+        },
+        seen,
+      );
       const remoteDone = remoteWrites(remote, `r${round}`, 12, 500);
       if (round === 1) {
         // Once the daemon has a write to make (the remote events, which arrive within moments, or on a
         // loaded machine a second or two) and has waited past the report threshold (3 s), status says so.
-        await eventually(() => busy.status().waitingForLock !== null, 'status to report the wait', LOCK_MS - 1_000, 100);
-        const s = await statusCli(busy);
-        expect(s.running).toBe(true);
-        expect(s.waitingForLock).not.toBeNull();
-        expect(s.waitingForLock!.sinceMs).toBeGreaterThanOrEqual(3_000);
+        try {
+          await eventually(() => busy.status().waitingForLock !== null, 'status to report the wait', 30_000, 100);
+          const s = await statusCli(busy);
+          expect(s.running).toBe(true);
+          expect(s.waitingForLock).not.toBeNull();
+          expect(s.waitingForLock!.sinceMs).toBeGreaterThanOrEqual(3_000);
+        } finally {
+          observed();
+        }
       }
       await Promise.all([lock, remoteDone]);
       expectAlive(daemon);
@@ -127,7 +144,7 @@ describe('an app that holds its database', () => {
     expect(daemon.stderr()).toMatch(/held the database's write lock for \d+ s/);
     expect(busy.status().waitingForLock).toBeNull();
     await stopDaemon(daemon);
-  }, 90_000);
+  }, 120_000);
 
   it('keeps a read transaction open for 10 s while it and another device write: the daemon carries on', async () => {
     devices = makeDevices(tmp.dir, hub, ['reader', 'remote']);
@@ -154,20 +171,25 @@ describe('an app that holds its database', () => {
     await remote.start();
     remote.writer.create('issues', { id: 'from-remote', title: 'already on the hub' });
     late.writer.create('issues', { id: 'existing', title: 'written before the agent ever ran' });
-    const lock = holdWriteLock(late.writer, LOCK_MS, () => late.writer.create('issues', { id: 'under-lock', title: 'x' }));
+    let reported!: () => void;
+    const lock = holdWriteLock(late.writer, LOCK_MS, () => late.writer.create('issues', { id: 'under-lock', title: 'x' }), new Promise<void>((r) => (reported = r)));
     await delay(200);
     const daemon = spawnAgent(tmp.dir, late.path, hub, TUNING);
     daemons.push(daemon);
     // It waits (the app holds the database) and says so, without exiting.
-    await eventually(() => /held the database's write lock/.test(daemon.stderr()), 'the daemon to report the lock', 7_500, 100);
-    expectAlive(daemon);
+    try {
+      await eventually(() => /held the database's write lock/.test(daemon.stderr()), 'the daemon to report the lock', 30_000, 100);
+      expectAlive(daemon);
+    } finally {
+      reported();
+    }
     await lock;
     await quiesce(hub, devices, 30_000);
     await checkConverged(hub, devices, tmp.dir);
     expect(late.writer.row('issues', 'from-remote')).toMatchObject({ title: 'already on the hub' });
     expectAlive(daemon);
     await stopDaemon(daemon);
-  }, 60_000);
+  }, 90_000);
 
   it('restarts while the app holds an 8 s write lock, and again while it writes beside an open read transaction', async () => {
     devices = makeDevices(tmp.dir, hub, ['app', 'remote']);
@@ -180,12 +202,17 @@ describe('an app that holds its database', () => {
     await stopDaemon(first);
 
     // Restart under a write lock: waits, and `agent status` says it runs and waits.
-    const lock = holdWriteLock(app.writer, LOCK_MS, () => app.writer.create('issues', { id: 'a-2', title: 'under lock' }));
+    let reported!: () => void;
+    const lock = holdWriteLock(app.writer, LOCK_MS, () => app.writer.create('issues', { id: 'a-2', title: 'under lock' }), new Promise<void>((r) => (reported = r)));
     remote.writer.create('issues', { id: 'r-2', title: 'while the app held its lock' });
     const second = spawnAgent(tmp.dir, app.path, hub, TUNING);
     daemons.push(second);
-    await eventually(() => readStatus(app.writer.db).waitingForLock !== null, 'status to report the wait', 7_000, 100);
-    expect(readStatus(app.writer.db)).toMatchObject({ running: true });
+    try {
+      await eventually(() => readStatus(app.writer.db).waitingForLock !== null, 'status to report the wait', 30_000, 100);
+      expect(readStatus(app.writer.db)).toMatchObject({ running: true });
+    } finally {
+      reported();
+    }
     await lock;
     await quiesce(hub, devices, 30_000);
     await checkConverged(hub, devices, tmp.dir);
