@@ -14,6 +14,7 @@ import { FlowControl, type Wire } from './flow-control.ts';
 import type { GroupCommitter } from './commit.ts';
 import type { HubMetrics } from './metrics.ts';
 import type { EventStore, Role } from './store/event-store.ts';
+import { EventBucket } from './rate-limit.ts';
 import { rejectReason } from './validate-event.ts';
 
 export const ConnState = {
@@ -56,6 +57,8 @@ export class Connection implements Subscriber {
   awaitingPong = false;
   private log: Logger;
   private early: PushFrame[] = [];
+  private readonly bucket: EventBucket;
+  private resumeTimer: NodeJS.Timeout | null = null;
   private helloTimer: NodeJS.Timeout;
   /** For the admin listener's status. */
   readonly connectedSince = new Date().toISOString();
@@ -63,16 +66,22 @@ export class Connection implements Subscriber {
 
   constructor(
     private readonly ws: WebSocket,
-    /** The socket under `ws`: bytes of an upload still arriving count as a sign of life, not only whole messages. */
-    socket: Duplex,
+    /**
+     * The socket under `ws`: bytes of an upload still arriving count as a sign of life, not only
+     * whole messages; and reading it stops while the client is over its rate.
+     */
+    private readonly socket: Duplex,
     readonly project: string,
-    private readonly role: Role,
+    /** The token this socket was opened with: its role, and its id (device binding, revocation). */
+    readonly token: { id: string; role: Role },
     private readonly deps: ConnectionDeps,
   ) {
     this.log = deps.log.child({ project });
     const remote = socket as Duplex & { remoteAddress?: string; remotePort?: number };
     this.address = remote.remoteAddress?.includes(':') ? `[${remote.remoteAddress}]:${remote.remotePort}` : `${remote.remoteAddress}:${remote.remotePort}`;
     this.flow = new FlowControl(deps.options.maxFrameBytes, deps.options.highWaterBytes);
+    const { maxEventsPerSecond, maxBatchEvents, floodMs } = deps.options;
+    this.bucket = new EventBucket(maxEventsPerSecond, Math.max(maxEventsPerSecond, maxBatchEvents), floodMs, performance.now());
     this.wire = {
       send: (data, fin, done) => ws.send(data, { binary: false, fin }, done),
       ping: (payload) => ws.ping(payload),
@@ -122,6 +131,12 @@ export class Connection implements Subscriber {
     clearTimeout(this.helloTimer);
     this.state = ConnState.Greeting;
     this.deviceId = hello.deviceId;
+    // Device ids are visible in the stream: without this, any member could push under another
+    // device's id, take the dedup keys it will use, and have its real changes answered `duplicate`.
+    if (!(await this.deps.store.bindDevice(this.project, hello.deviceId, this.token.id, new Date().toISOString()))) {
+      return this.fail(ErrorCode.Forbidden, `device id ${hello.deviceId} belongs to another token in this project`);
+    }
+    if (this.isClosed()) return;
     const channel = await this.deps.channel(this.project);
     if (this.isClosed()) return;
     // With several hub nodes this node may not have heard of the latest commits yet: ask the store.
@@ -149,13 +164,15 @@ export class Connection implements Subscriber {
   }
 
   private onPush(push: PushFrame): void {
-    if (this.role === 'read') return this.fail(ErrorCode.Forbidden, 'this token is read-only and cannot push');
+    if (this.token.role === 'read') return this.fail(ErrorCode.Forbidden, 'this token is read-only and cannot push');
     const max = this.deps.options.maxBatchEvents;
     if (push.events.length > max) return this.fail(ErrorCode.BatchTooLarge, `push of ${push.events.length} events exceeds the limit of ${max}`);
 
+    this.limitRate(push.events.length);
+    if (this.isClosed()) return;
     const rejected: Rejection[] = [];
     const accepted = push.events.filter((e) => {
-      const reason = rejectReason(e);
+      const reason = rejectReason(e, this.deps.options.maxEventBytes);
       if (reason) rejected.push({ clientActionId: e.clientActionId, reason });
       return !reason;
     });
@@ -178,6 +195,23 @@ export class Connection implements Subscriber {
         this.fail(ErrorCode.StoreUnavailable, 'the hub could not store this push; retry later', CloseCode.Internal);
       },
     );
+  }
+
+  /** Over its events/s: stop reading this socket until the bucket refills (or close a client that keeps at it). */
+  private limitRate(events: number): void {
+    const waitMs = this.bucket.take(events, performance.now());
+    if (waitMs === 0) return;
+    this.deps.metrics.rateLimited.inc();
+    if (waitMs < 0) {
+      const { maxEventsPerSecond, floodMs } = this.deps.options;
+      return this.fail(ErrorCode.RateLimited, `over ${maxEventsPerSecond} events/s for ${floodMs} ms`);
+    }
+    if (this.resumeTimer) return;
+    this.socket.pause();
+    this.resumeTimer = setTimeout(() => {
+      this.resumeTimer = null;
+      if (!this.isClosed()) this.socket.resume();
+    }, waitMs);
   }
 
   private sendAck(batch: number, acks: Ack[], rejected: Rejection[]): void {
@@ -302,6 +336,7 @@ export class Connection implements Subscriber {
 
   private detach(): void {
     this.state = ConnState.Closed;
+    if (this.resumeTimer) clearTimeout(this.resumeTimer);
     this.channel?.subscribers.delete(this);
     clearTimeout(this.helloTimer);
   }

@@ -56,6 +56,8 @@ export class ProjectChannel {
    */
   private frames = new Map<number, Frame>();
   private frameBytes = 0;
+  /** Characters of event JSON in `tail`. */
+  private tailChars = 0;
   /** The highest head some node reported; the channel reads up to it (sync). */
   private target = 0;
   private syncing = false;
@@ -71,6 +73,8 @@ export class ProjectChannel {
     private readonly maxFrameChars = Infinity,
     /** Bytes of recent frames kept for sharing; readers further behind build their own. */
     private readonly frameBudget = 4 * 1024 * 1024,
+    /** Bytes of event JSON the tail may hold (the oldest go first; at least one event stays). */
+    private readonly tailBytes = Infinity,
   ) {}
 
   /**
@@ -115,8 +119,15 @@ export class ProjectChannel {
 
   private append(events: StoredEvent[]): void {
     this.tail.push(...events);
+    for (const e of events) this.tailChars += e.json.length;
     // Trim in chunks so the array is not shifted on every commit.
-    if (this.tail.length > this.tailMax * 1.5) this.tail = this.tail.slice(this.tail.length - this.tailMax);
+    if (this.tail.length > this.tailMax * 1.5) this.trimTo(this.tail.length - this.tailMax);
+    if (this.tailChars > this.tailBytes) {
+      let drop = 0;
+      let chars = this.tailChars;
+      while (chars > this.tailBytes && drop < this.tail.length - 1) chars -= this.tail[drop++]!.json.length;
+      this.trimTo(drop);
+    }
     this.head = events[events.length - 1]!.seq;
     // Cut the commit into page-sized frames (buildFrame also bounds each by bytes).
     for (let i = 0; i < events.length; ) {
@@ -125,6 +136,17 @@ export class ProjectChannel {
       i += frame.throughSeq - frame.firstSeq + 1;
     }
     for (const s of this.subscribers) s.wake();
+  }
+
+  /** Drop the `drop` oldest events of the tail. */
+  private trimTo(drop: number): void {
+    for (let i = 0; i < drop; i++) this.tailChars -= this.tail[i]!.json.length;
+    this.tail = this.tail.slice(drop);
+  }
+
+  /** Size of the tail in characters of event JSON (bytes for ASCII; tests read it). */
+  get tailSize(): number {
+    return this.tailChars;
   }
 
   /** Keep a frame, dropping the oldest ones past the byte budget. */

@@ -59,6 +59,7 @@ export function createMetrics(live: () => Promise<ProjectFigures[]> = async () =
     }),
     slowConsumers: new Counter({ name: 'synchub_slow_consumers_total', help: 'Connections closed for reading nothing for stallTimeoutMs', registers }),
     errors: new Counter({ name: 'synchub_connection_errors_total', help: 'Connections closed with an error frame, by code', labelNames: ['code'], registers }),
+    rateLimited: new Counter({ name: 'synchub_rate_limited_total', help: 'Times a connection went over maxEventsPerSecond (reading paused, or closed as rate_limited)', registers }),
     authFailures: new Counter({ name: 'synchub_auth_failures_total', help: 'Refused upgrades, by HTTP status', labelNames: ['status'], registers }),
     projectHead: projectGauge('synchub_project_head_seq', 'Last committed seq, by project', (f) => f.headSeq),
     projectDevices: projectGauge('synchub_project_devices', 'Connected devices streaming, by project', (f) => f.devices),

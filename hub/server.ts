@@ -5,10 +5,12 @@ import { createServer, type IncomingMessage, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { WebSocketServer } from 'ws';
+import { ErrorCode } from '../shared/errors.ts';
 import { silentLogger, type Logger } from '../shared/log.ts';
 import { VERSION } from '../shared/version.ts';
 import { AdminServer } from './admin.ts';
 import { HubOptionsSchema, type HubOptions, type HubOptionsInput } from './config.ts';
+import { AuthFailureLimiter, TokenConnections } from './admission.ts';
 import { GroupCommitter } from './commit.ts';
 import { Connection } from './connection.ts';
 import { ProjectChannel } from './fanout.ts';
@@ -18,6 +20,23 @@ import type { EventStore } from './store/event-store.ts';
 import { authenticate } from './tokens.ts';
 
 const SYNC_PATH_RE = /^\/v1\/projects\/([^/]+)\/sync$/;
+/** The subprotocol the hub selects for clients that authenticate with one (browsers). */
+const SUBPROTOCOL = 'synchub.v1';
+const BEARER_PROTOCOL = 'synchub.bearer.';
+
+/**
+ * A browser cannot set headers on a WebSocket: it offers the token as a subprotocol instead, beside
+ * `synchub.v1`. Returned as an Authorization header value, checked exactly as one.
+ */
+function bearerFromSubprotocols(header: string | undefined): string | undefined {
+  if (!header) return undefined;
+  const offered = header.split(',').map((p) => p.trim());
+  if (!offered.includes(SUBPROTOCOL)) return undefined;
+  const bearer = offered.find((p) => p.startsWith(BEARER_PROTOCOL));
+  return bearer && `Bearer ${bearer.slice(BEARER_PROTOCOL.length)}`;
+}
+
+const STATUS_TEXT: Record<number, string> = { 401: 'Unauthorized', 403: 'Forbidden', 404: 'Not Found', 429: 'Too Many Requests', 503: 'Service Unavailable' };
 
 /** What /readyz answers (200 when `ready`, else 503). */
 export interface Readiness {
@@ -40,6 +59,10 @@ export class Hub {
   private readonly connections = new Set<Connection>();
   private pingTimer: NodeJS.Timeout | null = null;
   private stallTimer: NodeJS.Timeout | null = null;
+  private revocationTimer: NodeJS.Timeout | null = null;
+  private readonly authFailures: AuthFailureLimiter;
+  private readonly tokenConnections = new TokenConnections();
+  private checkingRevocations = false;
   private stopping = false;
   private readonly board: StatusBoard;
   private readonly admin: AdminServer | null;
@@ -50,6 +73,7 @@ export class Hub {
     private readonly log: Logger = silentLogger,
   ) {
     this.options = HubOptionsSchema.parse(options);
+    this.authFailures = new AuthFailureLimiter(this.options.maxAuthFailuresPerMinute);
     this.metrics = createMetrics(() => this.figures());
     this.board = new StatusBoard(
       {
@@ -81,7 +105,12 @@ export class Hub {
     });
     // The server accepts frames up to twice the limit so that a frame just over it
     // gets a clear `frame_too_large` error; past that ws closes with 1009 unread.
-    this.wss = new WebSocketServer({ noServer: true, maxPayload: this.options.maxFrameBytes * 2 });
+    this.wss = new WebSocketServer({
+      noServer: true,
+      maxPayload: this.options.maxFrameBytes * 2,
+      // A browser offers `synchub.v1` and `synchub.bearer.<token>`: select the first, never echo the token.
+      handleProtocols: (protocols) => (protocols.has(SUBPROTOCOL) ? SUBPROTOCOL : false),
+    });
     this.http = createServer((req, res) =>
       this.onRequest(req, res).catch((err: unknown) => {
         this.log.warn({ err: String(err) }, 'request failed');
@@ -119,6 +148,9 @@ export class Hub {
       Math.max(10, Math.floor(this.options.stallTimeoutMs / 4)),
     );
     this.stallTimer.unref();
+    // Revocation is live: a revoked token's open sockets are closed within revocationCheckMs (plus a query).
+    this.revocationTimer = setInterval(() => void this.closeRevoked(), this.options.revocationCheckMs);
+    this.revocationTimer.unref();
     // Several nodes on one store: commits of the others reach this node's channels here.
     this.store.watchCommits?.({
       onCommit: (project, head) => this.channels.get(project)?.sync(head),
@@ -205,7 +237,7 @@ export class Hub {
     let loading = this.loadingChannels.get(project);
     if (!loading) {
       loading = this.store.headSeq(project).then((head) => {
-        const ch = new ProjectChannel(project, head, this.options.tailEvents, this.options.pageEvents, this.options.maxFrameBytes);
+        const ch = new ProjectChannel(project, head, this.options.tailEvents, this.options.pageEvents, this.options.maxFrameBytes, undefined, this.options.tailBytes);
         ch.source = {
           read: (afterSeq, limit) => this.store.readAfter(project, afterSeq, limit),
           onError: (err) => this.log.warn({ project, err: String(err) }, 'catching up with the store failed; retrying'),
@@ -235,18 +267,45 @@ export class Hub {
     }
   }
 
+  /** Close the sockets of tokens revoked since they connected (by any process writing the store). */
+  private async closeRevoked(): Promise<void> {
+    if (this.checkingRevocations || this.connections.size === 0) return;
+    this.checkingRevocations = true;
+    try {
+      const ids = [...new Set([...this.connections].map((c) => c.token.id))];
+      const revoked = new Set(await this.store.revokedTokens(ids));
+      if (revoked.size === 0) return;
+      for (const c of this.connections) {
+        if (!revoked.has(c.token.id)) continue;
+        this.log.warn({ tokenId: c.token.id, deviceId: c.deviceId, project: c.project }, 'closing a connection whose token was revoked');
+        c.fail(ErrorCode.TokenRevoked, 'the token of this connection was revoked');
+      }
+    } catch (err) {
+      this.log.warn({ err: String(err) }, 'checking for revoked tokens failed');
+    } finally {
+      this.checkingRevocations = false;
+    }
+  }
+
   private async onUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): Promise<void> {
     socket.on('error', () => socket.destroy());
+    const address = req.socket.remoteAddress ?? 'unknown';
+    // For the audit line: the token's id (its public part), never the secret.
+    const tokenId = /^Bearer\s+shub_([0-9a-f]{16})_/i.exec(req.headers.authorization ?? bearerFromSubprotocols(req.headers['sec-websocket-protocol']) ?? '')?.[1] ?? null;
     const refuse = (status: number, reason: string) => {
       this.metrics.authFailures.inc({ status: String(status) });
-      this.log.info({ status, reason, url: req.url }, 'upgrade refused');
+      if (status === 401 || status === 403) this.authFailures.record(address, Date.now());
+      this.log[status === 404 || status === 503 ? 'info' : 'warn']({ status, reason, url: req.url, remoteAddress: address, tokenId }, 'upgrade refused');
       const body = JSON.stringify({ error: reason });
       socket.end(
-        `HTTP/1.1 ${status} ${status === 401 ? 'Unauthorized' : status === 403 ? 'Forbidden' : status === 404 ? 'Not Found' : 'Service Unavailable'}\r\n` +
+        `HTTP/1.1 ${status} ${STATUS_TEXT[status] ?? 'Error'}\r\n` +
           `Content-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`,
       );
     };
     if (this.stopping) return refuse(503, 'hub is shutting down');
+    // Limits before any work: a flood of upgrades costs a header parse each.
+    if (this.authFailures.blocked(address, Date.now())) return refuse(429, 'too many failed authentications from this address; retry later');
+    if (this.connections.size >= this.options.maxConnections) return refuse(429, 'the hub is at its connection limit; retry later');
     const match = SYNC_PATH_RE.exec((req.url ?? '').split('?')[0]!);
     if (!match) return refuse(404, 'no such endpoint');
     let project: string;
@@ -255,9 +314,13 @@ export class Hub {
     } catch {
       return refuse(404, 'no such endpoint');
     }
+    const origin = req.headers.origin;
+    if (origin !== undefined && this.options.allowedOrigins && !this.options.allowedOrigins.includes(origin)) {
+      return refuse(403, `origin ${origin} is not allowed`);
+    }
     let auth: Awaited<ReturnType<typeof authenticate>>;
     try {
-      auth = await authenticate(this.store, req.headers.authorization, project);
+      auth = await authenticate(this.store, req.headers.authorization ?? bearerFromSubprotocols(req.headers['sec-websocket-protocol']), project);
     } catch (err) {
       // The store cannot be read (PostgreSQL down): the device retries later, as on a shutdown.
       this.log.warn({ err: String(err) }, 'token lookup failed');
@@ -265,8 +328,19 @@ export class Hub {
     }
     if (!auth.ok) return refuse(auth.status, auth.reason);
     if (this.stopping) return refuse(503, 'hub is shutting down');
+    const token = auth.token;
+    if (!this.tokenConnections.admit(token.id, this.options.maxConnectionsPerToken)) {
+      return refuse(429, `this token has ${this.options.maxConnectionsPerToken} connections open already`);
+    }
+    // Released once: when the socket closes, or if the upgrade never completes.
+    let released = false;
+    const release = () => {
+      if (!released) this.tokenConnections.release(token.id);
+      released = true;
+    };
+    socket.once('close', release);
     this.wss.handleUpgrade(req, socket, head, (ws) => {
-      const conn = new Connection(ws, socket, project, auth.token.role, {
+      const conn = new Connection(ws, socket, project, { id: auth.token.id, role: auth.token.role }, {
         options: this.options,
         store: this.store,
         committer: this.committer,
@@ -281,6 +355,7 @@ export class Hub {
       ws.on('close', () => {
         this.connections.delete(conn);
         this.metrics.connections.dec();
+        release();
       });
     });
   }
@@ -295,6 +370,7 @@ export class Hub {
     this.log.info({ connections: this.connections.size }, 'hub shutting down');
     if (this.pingTimer) clearInterval(this.pingTimer);
     if (this.stallTimer) clearInterval(this.stallTimer);
+    if (this.revocationTimer) clearInterval(this.revocationTimer);
     const httpClosed = new Promise<void>((resolve) => this.http.close(() => resolve()));
     await this.committer.drain();
     // Acks are queued on the sockets; close() sends them before the close frame.

@@ -24,6 +24,10 @@ export const ErrorCode = {
   SlowConsumer: 'slow_consumer',
   /** The store failed to commit; nothing of that push was stored. Safe to retry. */
   StoreUnavailable: 'store_unavailable',
+  /** The connection's token was revoked while it was open. */
+  TokenRevoked: 'token_revoked',
+  /** The client stayed over its events/s (maxEventsPerSecond) for floodMs. */
+  RateLimited: 'rate_limited',
   /** The hub is shutting down. Reconnect later. */
   ShuttingDown: 'shutting_down',
   /** An unexpected failure inside the hub. */
@@ -42,6 +46,8 @@ export const RejectReason = {
   InvalidTimestamp: 'invalid_timestamp',
   /** newData/previousData nest deeper than MAX_PAYLOAD_DEPTH. */
   InvalidPayload: 'invalid_payload',
+  /** The payload's JSON is larger than the hub's maxEventBytes. */
+  PayloadTooLarge: 'payload_too_large',
 } as const;
 export type RejectReason = (typeof RejectReason)[keyof typeof RejectReason];
 

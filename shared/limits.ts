@@ -20,6 +20,12 @@ export const MAX_ENTITY_ID_LENGTH = 1000;
  */
 export const MAX_PAYLOAD_DEPTH = 64;
 
+/**
+ * Default largest payload of one event, in bytes of its JSON (the hub's maxEventBytes): with the
+ * in-memory tail bounded in bytes too, a client cannot make the hub hold gigabytes.
+ */
+export const MAX_EVENT_PAYLOAD_BYTES = 1024 * 1024;
+
 /** Both ends ping at this interval; a peer that misses two in a row is dead. */
 export const PING_INTERVAL_MS = 15_000;
 

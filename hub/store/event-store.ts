@@ -58,6 +58,15 @@ export interface EventStore {
   listTokens(project: string): Promise<TokenRecord[]>;
   /** Marks the token revoked; false when there is no such token. */
   revokeToken(id: string, at: string): Promise<boolean>;
+  /** Of these token ids, the ones that are revoked or no longer exist (open sockets of those are closed). */
+  revokedTokens(ids: string[]): Promise<string[]>;
+
+  /**
+   * A device id belongs to the token that first used it in a project: binds it when it is new, or
+   * when the token holding it was revoked (a device given a new token keeps its id). True when the
+   * device id is (now) bound to `tokenId`, false when another live token holds it.
+   */
+  bindDevice(project: string, deviceId: string, tokenId: string, at: string): Promise<boolean>;
 
   /**
    * Stores that several hub nodes share (PostgreSQL) report commits made by any node here.

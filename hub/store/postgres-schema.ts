@@ -31,6 +31,17 @@ CREATE TABLE tokens (
 );
 CREATE INDEX tokens_project ON tokens (project);`,
   },
+  {
+    version: 2,
+    sql: `
+CREATE TABLE devices (
+  project   TEXT NOT NULL,
+  device_id TEXT NOT NULL,
+  token_id  TEXT NOT NULL,
+  bound_at  TEXT NOT NULL,
+  PRIMARY KEY (project, device_id)
+);`,
+  },
 ];
 
 /** Any constant works as long as every node uses the same one. */

@@ -223,6 +223,31 @@ export class PostgresEventStore implements EventStore {
     return r.rowCount === 1;
   }
 
+  async revokedTokens(ids: string[]): Promise<string[]> {
+    if (ids.length === 0) return [];
+    const r = await this.pool.query<{ id: string }>('SELECT id FROM tokens WHERE revoked_at IS NULL AND id = ANY($1::text[])', [ids]);
+    const live = new Set(r.rows.map((row) => row.id));
+    return ids.filter((id) => !live.has(id));
+  }
+
+  async bindDevice(project: string, deviceId: string, tokenId: string, at: string): Promise<boolean> {
+    // As on SQLite: a device whose token was revoked may come back with a new one (token rotation).
+    const r = await this.pool.query<{ token_id: string }>(
+      `WITH ins AS (
+         INSERT INTO devices (project, device_id, token_id, bound_at) VALUES ($1, $2, $3, $4)
+         ON CONFLICT (project, device_id) DO UPDATE SET token_id = excluded.token_id, bound_at = excluded.bound_at
+           WHERE NOT EXISTS (SELECT 1 FROM tokens t WHERE t.id = devices.token_id AND t.revoked_at IS NULL)
+         RETURNING token_id)
+       SELECT token_id FROM ins UNION ALL SELECT token_id FROM devices WHERE project = $1 AND device_id = $2`,
+      [project, deviceId, tokenId, at],
+    );
+    // Empty only when a concurrent first use committed after this statement's snapshot: read it now.
+    const owner =
+      r.rows[0]?.token_id ??
+      (await this.pool.query<{ token_id: string }>('SELECT token_id FROM devices WHERE project = $1 AND device_id = $2', [project, deviceId])).rows[0]?.token_id;
+    return owner === tokenId;
+  }
+
   /** Commits by any node, through LISTEN on a dedicated connection that reconnects by itself. */
   watchCommits(watcher: CommitWatcher): void {
     this.watcher = watcher;

@@ -22,6 +22,14 @@ CREATE TABLE IF NOT EXISTS tokens (
   created_at TEXT NOT NULL,
   revoked_at TEXT
 );
+-- Which token first used a device id in a project: no other token may push under it.
+CREATE TABLE IF NOT EXISTS devices (
+  project   TEXT NOT NULL,
+  device_id TEXT NOT NULL,
+  token_id  TEXT NOT NULL,
+  bound_at  TEXT NOT NULL,
+  PRIMARY KEY (project, device_id)
+);
 `;
 
 type TokenRow = { id: string; project: string; role: Role; hash: string; created_at: string; revoked_at: string | null };
@@ -152,6 +160,35 @@ export class SqliteEventStore implements EventStore {
   async revokeToken(id: string, at: string): Promise<boolean> {
     const info = this.db.prepare('UPDATE tokens SET revoked_at = COALESCE(revoked_at, ?) WHERE id = ?').run(at, id);
     return info.changes === 1;
+  }
+
+  async revokedTokens(ids: string[]): Promise<string[]> {
+    const out: string[] = [];
+    // Chunks well under SQLite's limit on bound parameters.
+    for (let i = 0; i < ids.length; i += 500) {
+      const chunk = ids.slice(i, i + 500);
+      const live = new Set(
+        this.db
+          .prepare(`SELECT id FROM tokens WHERE revoked_at IS NULL AND id IN (${chunk.map(() => '?').join(',')})`)
+          .pluck()
+          .all(...chunk) as string[],
+      );
+      out.push(...chunk.filter((id) => !live.has(id)));
+    }
+    return out;
+  }
+
+  async bindDevice(project: string, deviceId: string, tokenId: string, at: string): Promise<boolean> {
+    // A device whose token was revoked may come back with a new one (token rotation).
+    this.db
+      .prepare(
+        `INSERT INTO devices (project, device_id, token_id, bound_at) VALUES (?, ?, ?, ?)
+         ON CONFLICT (project, device_id) DO UPDATE SET token_id = excluded.token_id, bound_at = excluded.bound_at
+         WHERE NOT EXISTS (SELECT 1 FROM tokens t WHERE t.id = devices.token_id AND t.revoked_at IS NULL)`,
+      )
+      .run(project, deviceId, tokenId, at);
+    const owner = this.db.prepare('SELECT token_id FROM devices WHERE project = ? AND device_id = ?').pluck().get(project, deviceId);
+    return owner === tokenId;
   }
 
   async ping(): Promise<void> {

@@ -32,5 +32,5 @@ describe('chaos', () => {
       expect(b.events).toBe(shortConfig(seed).backlogEvents);
       expect(b.cursorAfter).toBeGreaterThan(b.cursorBefore);
     }
-  }, 115_000);
+  }, 180_000);
 });

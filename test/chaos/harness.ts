@@ -817,10 +817,10 @@ class ChaosRun {
   // ---- processes -------------------------------------------------------------------------
 
   async startHub(node = 0): Promise<void> {
-    const deadline = Date.now() + 15_000;
+    const deadline = Date.now() + 45_000;
     for (;;) {
       try {
-        const hub = await spawnHub(this.hubStore, this.hubPorts[node], { timeoutMs: 15_000 });
+        const hub = await spawnHub(this.hubStore, this.hubPorts[node], { timeoutMs: 45_000 });
         track(hub.proc);
         this.hubs[node] = hub;
         this.hubPorts[node] = hub.port;

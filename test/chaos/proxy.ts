@@ -47,6 +47,8 @@ export class FaultProxy {
   private readonly server: net.Server;
   private readonly pairs = new Set<Pair>();
   private readonly targetPorts: number[];
+  /** Agents' connections accepted but not yet joined to a node. */
+  private readonly connecting = new Set<net.Socket>();
   private nextId = 1;
   private timer: NodeJS.Timeout | null = null;
 
@@ -131,16 +133,44 @@ export class FaultProxy {
       return;
     }
     client.setNoDelay(true);
+    // Nothing is read from the agent until a node took the connection.
+    client.pause();
+    this.connecting.add(client);
+    client.once('close', () => this.connecting.delete(client));
+    this.connectUpstream(client, this.targetPorts.length);
+  }
+
+  /**
+   * Connect to the next node; a node that refuses (down) passes the connection to the next one,
+   * as a load balancer retries the next upstream on a connect error. None left: reset the agent.
+   */
+  private connectUpstream(client: net.Socket, tries: number): void {
     const port = this.targetPorts[this.nextTarget++ % this.targetPorts.length]!;
     const upstream = net.connect({ port, host: '127.0.0.1' });
+    const refused = () => {
+      upstream.destroy();
+      if (client.destroyed) return;
+      if (tries > 1 && this.mode !== 'cut') return this.connectUpstream(client, tries - 1);
+      this.stats.resets++;
+      client.resetAndDestroy();
+    };
+    upstream.once('error', refused);
+    upstream.once('connect', () => {
+      upstream.off('error', refused);
+      upstream.on('error', () => {});
+      this.connecting.delete(client);
+      if (client.destroyed) return void upstream.destroy();
+      this.join(client, upstream);
+    });
+  }
+
+  /** Forward between an agent's connection and the node's, subject to the mode. */
+  private join(client: net.Socket, upstream: net.Socket): void {
     upstream.setNoDelay(true);
-    upstream.on('error', () => {});
     const pair: Pair = { id: this.nextId++, client, upstream, down: [], downBytes: 0, closed: false };
     this.pairs.add(pair);
-    if (this.mode === 'stall') {
-      client.pause();
-      upstream.pause();
-    }
+    if (this.mode === 'stall') upstream.pause();
+    else client.resume();
 
     client.on('data', (chunk: Buffer) => {
       this.stats.bytesUp += chunk.length;
@@ -233,5 +263,11 @@ export class FaultProxy {
       this.stats.resets++;
       this.drop(p, true);
     }
+    // Connections still waiting for a node count as open too.
+    for (const c of [...this.connecting]) {
+      this.stats.resets++;
+      c.resetAndDestroy();
+    }
+    this.connecting.clear();
   }
 }

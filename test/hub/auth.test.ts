@@ -62,12 +62,57 @@ describe('auth at the upgrade', () => {
     expect(connectionCount(h.hub)).toBe(0);
   });
 
-  it('revoking a token refuses new connections from then on', async () => {
+  it('revoking a token closes its open sockets within a second and refuses new ones; other tokens carry on', async () => {
     const t = await h.createToken('p1');
     const c = await SyncClient.open(h.url, 'p1', t, 'dev-a');
+    const other = await SyncClient.open(h.url, 'p1', h.token, 'dev-b');
     await h.store.revokeToken(/^shub_([0-9a-f]{16})_/.exec(t)![1]!, new Date().toISOString());
+    const close = await c.waitForClose(5_000);
+    expect(c.errors.map((e) => e.code)).toEqual([ErrorCode.TokenRevoked]);
+    expect(close).toEqual({ code: CloseCode.PolicyViolation, reason: ErrorCode.TokenRevoked });
     expect((await upgradeRefusal(h.url + syncPath('p1'), bearer(t))).status).toBe(401);
-    await c.close();
+    expect((await other.push(1, [makeEvent(1)])).acks).toHaveLength(1);
+    expect(other.closeInfo).toBeNull();
+  });
+
+  it('a device id belongs to the token that first used it: another token is refused under it, and shares nothing', async () => {
+    const victim = await SyncClient.open(h.url, 'p1', h.token, 'phone-1');
+    await victim.push(1, [makeEvent(1)]);
+    // An attacker with a write token of its own, using the victim's device id (visible in the stream).
+    const attackerToken = await h.createToken('p1');
+    const attacker = await SyncClient.connect(h.url, 'p1', attackerToken);
+    attacker.send({ type: 'hello', protocol: 1, deviceId: 'phone-1', afterSeq: 0 });
+    attacker.send({ type: 'push', batch: 1, events: [makeEvent(2), makeEvent(3)] });
+    const close = await attacker.waitForClose();
+    expect(attacker.errors.map((e) => e.code)).toEqual([ErrorCode.Forbidden]);
+    expect(close.code).toBe(CloseCode.PolicyViolation);
+    expect(attacker.acks.size).toBe(0);
+    // The victim's next changes are stored as its own, not answered as duplicates of the attacker's.
+    const ack = await victim.push(2, [makeEvent(2), makeEvent(3)]);
+    expect(ack.rejected).toEqual([]);
+    expect(ack.acks.map((a) => a.serverSeq)).toEqual([2, 3]);
+    // A token shared by several devices still works, each with its own device id.
+    const laptop = await SyncClient.open(h.url, 'p1', h.token, 'laptop-1');
+    expect((await laptop.push(1, [makeEvent(1)])).acks).toHaveLength(1);
+    // And the attacker's token works under a device id of its own.
+    const own = await SyncClient.open(h.url, 'p1', attackerToken, 'attacker-own');
+    expect((await own.push(1, [makeEvent(9)])).acks).toHaveLength(1);
+  });
+
+  it('a device whose token was revoked keeps its id with a new token (rotation)', async () => {
+    const old = await h.createToken('p1');
+    const before = await SyncClient.open(h.url, 'p1', old, 'tablet');
+    await before.push(1, [makeEvent(1)]);
+    await h.store.revokeToken(/^shub_([0-9a-f]{16})_/.exec(old)![1]!, new Date().toISOString());
+    await before.waitForClose(5_000);
+    const fresh = await h.createToken('p1');
+    const after = await SyncClient.open(h.url, 'p1', fresh, 'tablet', 1);
+    expect((await after.push(2, [makeEvent(2)])).acks).toHaveLength(1);
+    // Now the new token holds it: another live token is refused.
+    const third = await SyncClient.connect(h.url, 'p1', await h.createToken('p1'));
+    third.send({ type: 'hello', protocol: 1, deviceId: 'tablet', afterSeq: 0 });
+    await third.waitForClose();
+    expect(third.errors.map((e) => e.code)).toEqual([ErrorCode.Forbidden]);
   });
 
   it('a read token can connect and stream, but a push is forbidden and stores nothing', async () => {

@@ -38,4 +38,19 @@ describe('ProjectChannel', () => {
     expect(ch.frameAfter(4000)).toBeNull();
     expect(ch.frameAfter(5000)).not.toBeNull();
   });
+
+  it('bounds its tail in bytes as well as in events: large events push the oldest out', () => {
+    const big = (from: number, n: number) => Array.from({ length: n }, (_, i) => ({ seq: from + i, json: JSON.stringify({ serverSeq: from + i, pad: 'x'.repeat(10_000) }) }));
+    const ch = new ProjectChannel('p', 0, 10_000, 100, Infinity, 0, 100_000);
+    ch.publish(big(1, 50));
+    // 50 events of ~10 KB against a 100 KB budget: only the newest ~9 stay.
+    expect(ch.tailSize).toBeLessThanOrEqual(100_000);
+    expect(ch.tailSize).toBeGreaterThan(80_000);
+    expect(ch.frameAfter(10)).toBeNull();
+    expect(ch.frameAfter(45)!.firstSeq).toBe(46);
+    // One event larger than the whole budget still stays (the live edge is always in memory).
+    ch.publish([{ seq: 51, json: 'y'.repeat(200_000) }]);
+    expect(ch.frameAfter(50)!.throughSeq).toBe(51);
+    expect(ch.tailSize).toBe(200_000);
+  });
 });

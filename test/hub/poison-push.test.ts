@@ -87,4 +87,19 @@ describe('a poison event', () => {
       await store.close();
     }
   });
+
+  it('an event whose payload is over maxEventBytes is rejected alone; one exactly at the limit is stored', async () => {
+    h = await startHub({ options: { maxEventBytes: 10_000 } });
+    const c = await SyncClient.open(h.url, 'p1', h.token, 'dev-big');
+    // A payload whose JSON is exactly `bytes` long.
+    const sized = (id: number, bytes: number) => {
+      const base = { schemaVersion: 1 as const, newData: { id: `e-${id}`, body: '' }, previousData: null };
+      base.newData.body = 'x'.repeat(bytes - Buffer.byteLength(JSON.stringify(base)));
+      return makeEvent(id, { payload: base });
+    };
+    const ack = await c.push(1, [makeEvent(1), sized(2, 10_001), sized(3, 10_000), makeEvent(4)]);
+    expect(ack.rejected).toEqual([{ clientActionId: 2, reason: RejectReason.PayloadTooLarge }]);
+    expect(ack.acks.map((a) => a.clientActionId)).toEqual([1, 3, 4]);
+    expect(await h.store.headSeq('p1')).toBe(3);
+  });
 });

@@ -45,9 +45,10 @@ async function holdWriteLock(writer: AppWriter, ms: number, during: () => void =
     during();
     await delay(ms);
     await Promise.race([seen, delay(40_000)]);
-    writer.db.exec('COMMIT');
+    // A failed test may have closed the app's database meanwhile (afterEach).
+    if (writer.db.open) writer.db.exec('COMMIT');
   } finally {
-    if (writer.db.inTransaction) writer.db.exec('ROLLBACK');
+    if (writer.db.open && writer.db.inTransaction) writer.db.exec('ROLLBACK');
   }
 }
 
