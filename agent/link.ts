@@ -2,7 +2,10 @@
 // cursor, frames parsed and handed up, liveness checked, reconnect with backoff.
 import { EventEmitter } from 'node:events';
 import WebSocket from 'ws';
-import { PROTOCOL_VERSION, PING_INTERVAL_MS } from '../shared/limits.ts';
+import { MAX_FRAME_BYTES, PROTOCOL_VERSION, PING_INTERVAL_MS } from '../shared/limits.ts';
+
+/** Largest frame the agent reads from a hub. */
+export const MAX_AGENT_FRAME_BYTES = 2 * MAX_FRAME_BYTES;
 import { silentLogger, type Logger } from '../shared/log.ts';
 import { parseFrame, ServerFrame, type AckFrame, type EventsFrame, type PushFrame, type WelcomeFrame } from '../shared/protocol.ts';
 import { Backoff } from './backoff.ts';
@@ -140,8 +143,9 @@ export class Link extends EventEmitter<LinkEvents> {
     const ws = new WebSocket(this.urls[this.node]!, {
       headers: { authorization: `Bearer ${this.o.token}` },
       handshakeTimeout: 10_000,
-      // The hub's frames are bounded by its page size; this is a sanity cap.
-      maxPayload: 256 * 1024 * 1024,
+      // The hub is not trusted: its frames are bounded by the protocol's frame limit (events are
+      // bounded below it), so anything past twice that is refused unread (close 1009) and retried.
+      maxPayload: MAX_AGENT_FRAME_BYTES,
     });
     this.ws = ws;
     ws.on('unexpected-response', (_req, res) => {

@@ -1,13 +1,13 @@
 // synchub benchmarks, side by side with the floor of the machine and the peers.
 //
-//   npm run bench                          everything, median of 3 runs (~12 min on 2 cores)
-//   npm run bench -- --quick               1 run, smaller sizes (~3 min)
+//   npm run bench                          everything, median of 3 runs (~18 min on 2 cores)
+//   npm run bench -- --quick               1 run, smaller sizes (~5 min)
 //   npm run bench -- --only ingest,fanout  some scenarios (ingest, fanout, catchup, conns)
-//   npm run bench -- --systems synchub,wsfloor
+//   npm run bench -- --systems synchub,synchub-pg,synchub-pg2   (SQLite; PostgreSQL, 1 and 2 nodes)
 //   npm run bench -- --runs 5 --profile    CPU-profile the synchub hub child (results/profiles/)
 //
-// Every server runs alone in a child process, every load generator in another;
-// everything listens on 127.0.0.1. Writes results/<date>.json and prints tables.
+// Every server runs alone in a child process (synchub-pg2: one per hub node), every load
+// generator in another; all on 127.0.0.1. Writes results/<date>.json and prints tables.
 import { createServer } from 'node:net';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync, existsSync, readdirSync } from 'node:fs';
 import { cpus, totalmem, release, tmpdir, platform } from 'node:os';
@@ -18,8 +18,11 @@ import {
   BENCH_DIR,
   Child,
   REPO_ROOT,
+  HUB_NODES,
   SYSTEMS,
   decodeHist,
+  isSynchub,
+  onPostgres,
   makeRow,
   mark,
   newHist,
@@ -27,11 +30,14 @@ import {
   sleep,
   summarize,
   type ServerSystem,
+  type SynchubSystem,
   type System,
 } from './lib/common.ts';
-import { SECRET, connectClient, type Target } from './lib/clients.ts';
+import { SECRET, connectClient, viaNode, type Target } from './lib/clients.ts';
 import type { Job } from './load/worker.ts';
-import { cpuSnapshot, foreignCores } from './lib/cpu.ts';
+import { cpuSnapshot, foreignCores, treeCores } from './lib/cpu.ts';
+import { postgresMissing, startPostgres, type BenchPostgres } from './lib/postgres.ts';
+import type { EventStore } from '../hub/store/event-store.ts';
 import { execFileSync } from 'node:child_process';
 
 // ---------------------------------------------------------------- options
@@ -58,6 +64,15 @@ const only = new Set((flags.only ?? SCENARIOS.join(',')).split(',').map((s) => s
 for (const s of only) if (!SCENARIOS.includes(s)) fail(`--only: unknown scenario ${s} (use ${SCENARIOS.join(',')})`);
 const systems = new Set((flags.systems ?? SYSTEMS.join(',')).split(',').map((s) => s.trim()) as System[]);
 for (const s of systems) if (!SYSTEMS.includes(s)) fail(`--systems: unknown system ${s} (use ${SYSTEMS.join(',')})`);
+/** Systems asked for that cannot run on this machine, with the reason (printed, and kept in the results). */
+const skipped = new Map<System, string>();
+const pgMissing = [...systems].some(onPostgres) ? postgresMissing() : null;
+for (const s of [...systems]) {
+  if (pgMissing && onPostgres(s)) {
+    skipped.set(s, pgMissing);
+    systems.delete(s);
+  }
+}
 
 const quick = flags.quick!;
 const CFG = {
@@ -118,6 +133,7 @@ function machine() {
       yjs: pkgVersion('yjs'),
       '@logux/server': pkgVersion('@logux/server'),
       'hdr-histogram-js': pkgVersion('hdr-histogram-js'),
+      pg: pkgVersion('pg', REPO_ROOT),
     },
   };
 }
@@ -131,9 +147,41 @@ const live = new Set<Child>();
 for (const sig of ['SIGINT', 'SIGTERM'] as const) {
   process.on(sig, () => {
     for (const c of live) c.proc.kill('SIGKILL');
-    process.exit(130);
+    // pg_ctl detached the PostgreSQL server from our process group: stop it ourselves.
+    void stopPostgres().finally(() => process.exit(130));
   });
 }
+
+// ---------------------------------------------------------------- PostgreSQL (synchub-pg, synchub-pg2)
+
+/** One throwaway cluster for the whole bench run, started when a PostgreSQL system first needs it. */
+let pgStarting: Promise<BenchPostgres> | null = null;
+let pgCluster: BenchPostgres | null = null;
+function postgres(): Promise<BenchPostgres> {
+  pgStarting ??= startPostgres().then((c) => {
+    pgCluster = c;
+    log(`postgres: throwaway cluster at ${c.url}: ${c.info.bin}; fsync=${c.info.settings.fsync}, synchronous_commit=${c.info.settings.synchronous_commit}, wal_sync_method=${c.info.settings.wal_sync_method}`);
+    return c;
+  });
+  return pgStarting;
+}
+let pgStopping: Promise<void> | null = null;
+function stopPostgres(): Promise<void> {
+  if (!pgStarting) return Promise.resolve();
+  pgStopping ??= pgStarting.then(
+    (c) =>
+      c.stop().catch((err: unknown) => {
+        log(`postgres: stopping the cluster failed: ${String(err)}`);
+      }),
+    () => {},
+  );
+  return pgStopping;
+}
+/** Processes of the run that are not our children: PostgreSQL's (never the machine's noise). */
+const foreignRoots = (): number[] => {
+  const pid = pgCluster?.postmasterPid();
+  return pid ? [pid] : [];
+};
 
 async function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
@@ -146,76 +194,147 @@ async function freePort(): Promise<number> {
   });
 }
 
-/** A fresh hub database with project `bench` and a write token (the hub child opens it afterwards). */
-async function prepareHubDb(preload = 0): Promise<{ db: string; token: string }> {
-  const { SqliteEventStore } = await import('../hub/store/sqlite.ts');
+/** Where a synchub system's hubs find their store: a SQLite file or a PostgreSQL database. */
+interface HubStore {
+  db?: string;
+  postgres?: string;
+  token: string;
+}
+
+/**
+ * A fresh hub store with project `bench` and a write token, and `preload` events in it (the
+ * hub children open it afterwards). SQLite: a new file; PostgreSQL: a new database on the
+ * bench cluster, its schema migrated here so that the nodes start on a ready database.
+ */
+async function prepareHubStore(system: SynchubSystem, preload = 0): Promise<HubStore> {
   const { createToken } = await import('../hub/tokens.ts');
-  const dir = mkdtempSync(join(tmpRoot, 'hub-'));
-  if (preload === 0) pendingRemoval.push(dir);
-  const db = join(dir, 'hub.db');
-  const store = new SqliteEventStore(db);
-  await store.createProject(PROJECT);
-  const { token } = await createToken(store, PROJECT, 'write');
-  const ts = new Date().toISOString();
-  for (let from = 1; from <= preload; from += 1000) {
-    const events = [];
-    for (let i = from; i < from + 1000 && i <= preload; i++) {
-      const row = makeRow(0, i, Number.MAX_SAFE_INTEGER);
-      events.push({
-        clientActionId: i,
-        sessionId: 'bench-session',
-        actionType: 'create',
-        entityType: 'items',
-        entityId: row.id,
-        payload: { schemaVersion: 1 as const, newData: { ...row }, previousData: null },
-        clientTimestamp: ts,
-      });
-    }
-    await store.append([{ project: PROJECT, deviceId: 'preload-device', events }], ts);
+  let store: EventStore;
+  let where: { db?: string; postgres?: string };
+  if (onPostgres(system)) {
+    const { PostgresEventStore } = await import('../hub/store/postgres.ts');
+    const url = await (await postgres()).createDatabase();
+    store = await PostgresEventStore.open(url);
+    where = { postgres: url };
+  } else {
+    const { SqliteEventStore } = await import('../hub/store/sqlite.ts');
+    const dir = mkdtempSync(join(tmpRoot, 'hub-'));
+    if (preload === 0) pendingRemoval.push(dir);
+    const db = join(dir, 'hub.db');
+    store = new SqliteEventStore(db);
+    where = { db };
   }
-  await store.close();
-  return { db, token };
+  try {
+    await store.createProject(PROJECT);
+    const { token } = await createToken(store, PROJECT, 'write');
+    const ts = new Date().toISOString();
+    for (let from = 1; from <= preload; from += 1000) {
+      const events = [];
+      for (let i = from; i < from + 1000 && i <= preload; i++) {
+        const row = makeRow(0, i, Number.MAX_SAFE_INTEGER);
+        events.push({
+          clientActionId: i,
+          sessionId: 'bench-session',
+          actionType: 'create',
+          entityType: 'items',
+          entityId: row.id,
+          payload: { schemaVersion: 1 as const, newData: { ...row }, previousData: null },
+          clientTimestamp: ts,
+        });
+      }
+      await store.append([{ project: PROJECT, deviceId: 'preload-device', events }], ts);
+    }
+    return { ...where, token };
+  } finally {
+    await store.close();
+  }
+}
+
+/** Drop a PostgreSQL hub store once its hubs have stopped (SQLite files go in settle()). */
+async function discardHubStore(h: HubStore): Promise<void> {
+  if (h.postgres && pgCluster) await pgCluster.dropDatabase(h.postgres).catch((err: unknown) => log(`postgres: drop database failed: ${String(err)}`));
 }
 
 interface Running {
   target: Target;
-  child: Child;
+  /** Every server process: one, or one per hub node. */
+  children: Child[];
   stop(): Promise<void>;
+  /** Resident memory of all the server's processes (hub nodes summed). */
   rss(): Promise<number>;
 }
 
-
-async function startServer(system: ServerSystem, opts: { preload?: number; hubDb?: { db: string; token: string }; profile?: string } = {}): Promise<Running> {
-  let hubDb = opts.hubDb;
-  if (system === 'synchub' && !hubDb) hubDb = await prepareHubDb();
+/**
+ * A server under test in child processes of its own: one, or (synchub-pg2) one per hub node,
+ * all on the same database. A synchub store made here is discarded by stop(); one passed in
+ * (`hubStore`, the catch-up backlog) belongs to the caller.
+ */
+async function startServer(system: ServerSystem, opts: { preload?: number; hubStore?: HubStore; profile?: string } = {}): Promise<Running> {
+  const hub = isSynchub(system);
+  const hubStore = hub ? (opts.hubStore ?? (await prepareHubStore(system))) : undefined;
+  const ownStore = hub && !opts.hubStore;
   const port = system === 'logux' ? await freePort() : 0;
   const execArgv: string[] = [];
-  if (opts.profile && system === 'synchub') {
+  if (opts.profile && hub) {
     const dir = join(BENCH_DIR, 'results', 'profiles', opts.profile);
     mkdirSync(dir, { recursive: true });
     execArgv.push("--cpu-prof", `--cpu-prof-dir=${dir}`);
   }
-  const child = new Child(`${system} server`, 'servers/server.ts', execArgv, system === 'logux' ? { NODE_ENV: 'production' } : {});
-  live.add(child);
-  child.send({ type: 'start', system, db: hubDb?.db, port, preload: opts.preload });
-  const ready = await child.next<{ type: 'ready'; port: number }>('ready', 120_000);
-  const target: Target = {
-    system,
-    url: `ws://127.0.0.1:${ready.port}`,
-    project: PROJECT,
-    token: system === 'synchub' ? hubDb!.token : SECRET,
+  const nodes = hub ? HUB_NODES[system] : 1;
+  const children: Child[] = [];
+  const stop = async () => {
+    await Promise.all(children.map((c) => c.stop(15_000)));
+    for (const c of children) live.delete(c);
+    if (ownStore) await discardHubStore(hubStore!);
   };
+  try {
+    for (let k = 0; k < nodes; k++) {
+      const name = nodes > 1 ? `${system} node ${k + 1}` : `${system} server`;
+      const child = new Child(name, 'servers/server.ts', execArgv, system === 'logux' ? { NODE_ENV: 'production' } : {});
+      live.add(child);
+      children.push(child);
+      child.send({ type: 'start', system, db: hubStore?.db, postgres: hubStore?.postgres, port, preload: opts.preload });
+    }
+    const ready = await Promise.all(children.map((c) => c.next<{ type: 'ready'; port: number }>('ready', 120_000)));
+    const urls = ready.map((r) => `ws://127.0.0.1:${r.port}`);
+    const target: Target = {
+      system,
+      url: urls[0]!,
+      ...(urls.length > 1 ? { nodes: urls } : {}),
+      project: PROJECT,
+      token: hub ? hubStore!.token : SECRET,
+    };
+    return {
+      target,
+      children,
+      stop,
+      async rss() {
+        const m = await Promise.all(children.map((c) => c.request<{ type: 'rss'; rss: number }>({ type: 'rss' }, 'rss', 10_000)));
+        return m.reduce((n, r) => n + r.rss, 0);
+      },
+    };
+  } catch (err) {
+    await stop();
+    throw err;
+  }
+}
+
+/**
+ * CPU of the server's processes and of PostgreSQL while `job` ran (average cores; the
+ * job's connect and warm-up included): where the time of a run goes.
+ */
+async function withCpu<T>(srv: Running, job: () => Promise<T>): Promise<{ result: T; serverCores: number | null; pgCores: number | null }> {
+  const pids = srv.children.map((c) => c.proc.pid!).filter(Boolean);
+  const pg = onPostgres(srv.target.system) ? (pgCluster?.postmasterPid() ?? null) : null;
+  const roots = pg ? [...pids, pg] : pids;
+  const before = cpuSnapshot(roots);
+  const result = await job();
+  const after = cpuSnapshot(roots);
+  const cores = pids.map((p) => treeCores(before, after, p));
+  const round = (v: number | null) => (v === null ? null : Math.round(v * 100) / 100);
   return {
-    target,
-    child,
-    async stop() {
-      await child.stop(15_000);
-      live.delete(child);
-    },
-    async rss() {
-      const m = await child.request<{ type: 'rss'; rss: number }>({ type: 'rss' }, 'rss', 10_000);
-      return m.rss;
-    },
+    result,
+    serverCores: round(cores.some((c) => c === null) ? null : cores.reduce<number>((n, c) => n + c!, 0)),
+    pgCores: pg ? round(treeCores(before, after, pg)) : null,
   };
 }
 
@@ -272,11 +391,11 @@ async function measure(scenario: string, key: string, note: string | undefined, 
   let attempt = 1;
   for (let run = 1; run <= CFG.runs; run++) {
     log(`${scenario} ${key} run ${run}/${CFG.runs}${attempt > 1 ? ` (attempt ${attempt})` : ''}`);
-    settle();
+    await settle();
     try {
-      const before = cpuSnapshot();
+      const before = cpuSnapshot(foreignRoots());
       const f = await fn(run);
-      const fc = foreignCores(before, cpuSnapshot());
+      const fc = foreignCores(before, cpuSnapshot(foreignRoots()));
       log(`  ${JSON.stringify(f)}${fc !== null && fc > 0.1 ? `  (other processes used ${fc.toFixed(2)} cores meanwhile)` : ''}`);
       // On a shared machine: a run during which other processes took more than half a core
       // is taken again (twice at most, and not once the time budget is spent).
@@ -309,10 +428,16 @@ function na(scenario: string, key: string, note: string): void {
 
 /**
  * Before each run: flush dirty pages left by the previous one (an fsync on ext4 can wait
- * for other files' writeback) and drop the previous run's files.
+ * for other files' writeback) and drop the previous run's files. With the PostgreSQL cluster
+ * up, a CHECKPOINT first, so that no run pays for an earlier run's buffers.
  */
-function settle(): void {
+async function settle(): Promise<void> {
   for (const d of pendingRemoval.splice(0)) rmSync(d, { recursive: true, force: true });
+  try {
+    await pgCluster?.checkpoint();
+  } catch (err) {
+    log(`postgres: checkpoint failed: ${String(err)}`);
+  }
   try {
     execFileSync('sync', { timeout: 60_000 });
   } catch {
@@ -325,6 +450,8 @@ const pendingRemoval: string[] = [];
 
 const INGEST_NOTE: Record<System, string> = {
   synchub: 'durable ack (SQLite WAL, synchronous=FULL, group commit)',
+  'synchub-pg': 'durable ack (PostgreSQL COMMIT, fsync + synchronous_commit on, group commit); 1 hub node',
+  'synchub-pg2': 'as synchub-pg, 2 hub nodes on one database; pushers alternate between the nodes',
   wsfloor: 'ack after parse, no storage (not durable)',
   sqlitefloor: `no network: ${CFG.sqliteFloorBatch}-row transactions, WAL, synchronous=FULL`,
   hocuspocus: 'ack = SyncStatus after in-memory apply; no durable ack (stores are debounced snapshots)',
@@ -347,16 +474,18 @@ async function scenarioIngest() {
           120_000,
         );
         const s = summarize(decodeHist(r.hist));
-        return { eventsPerSec: Math.round(r.rate), p50Ms: s.p50, p99Ms: s.p99, serverRssMB: null };
+        return { eventsPerSec: Math.round(r.rate), p50Ms: s.p50, p99Ms: s.p99, serverRssMB: null, serverCores: null, pgCores: null };
       }
       const srv = await startServer(system, { profile: profile('ingest') });
       try {
-        const r = await runJob<{ rate: number; hist: string; unackedAtEnd: number }>(
-          { kind: 'ingest', target: srv.target, conns: c.conns, batch: c.batch, window: c.window, entities: c.entities, warmupMs: c.warmupMs, durationMs: c.durationMs },
-          c.warmupMs + c.durationMs + 60_000,
+        const { result: r, serverCores, pgCores } = await withCpu(srv, () =>
+          runJob<{ rate: number; hist: string; unackedAtEnd: number }>(
+            { kind: 'ingest', target: srv.target, conns: c.conns, batch: c.batch, window: c.window, entities: c.entities, warmupMs: c.warmupMs, durationMs: c.durationMs },
+            c.warmupMs + c.durationMs + 60_000,
+          ),
         );
         const s = summarize(decodeHist(r.hist));
-        return { eventsPerSec: Math.round(r.rate), p50Ms: s.p50, p99Ms: s.p99, serverRssMB: Math.round((await srv.rss()) / 2 ** 20) };
+        return { eventsPerSec: Math.round(r.rate), p50Ms: s.p50, p99Ms: s.p99, serverRssMB: Math.round((await srv.rss()) / 2 ** 20), serverCores, pgCores };
       } finally {
         await srv.stop();
       }
@@ -365,6 +494,9 @@ async function scenarioIngest() {
 }
 
 const FANOUT_SQLITE_NOTE = 'durable commit of 1 event per transaction at the same rate: no network (the fsync floor of durable-then-send)';
+const FANOUT_NOTE: Partial<Record<System, string>> = {
+  'synchub-pg2': 'writer on node 1, receivers on node 2 (commit, NOTIFY, node 2 reads the store, sends)',
+};
 
 async function scenarioFanout() {
   const c = CFG.fanout;
@@ -382,15 +514,17 @@ async function scenarioFanout() {
       continue;
     }
     for (const receivers of c.receivers) {
-      await measure('fanout', `${system}@${receivers}`, undefined, async () => {
+      await measure('fanout', `${system}@${receivers}`, FANOUT_NOTE[system], async () => {
         const srv = await startServer(system, { profile: profile(`fanout-${receivers}`) });
         try {
-          const r = await runJob<{ hist: string; lost: number; achievedRate: number }>(
-            { kind: 'fanout', target: srv.target, receivers, rate: c.rate, warmupMs: c.warmupMs, durationMs: c.durationMs },
-            c.warmupMs + c.durationMs + 90_000,
+          const { result: r, serverCores, pgCores } = await withCpu(srv, () =>
+            runJob<{ hist: string; lost: number; achievedRate: number }>(
+              { kind: 'fanout', target: srv.target, receivers, rate: c.rate, warmupMs: c.warmupMs, durationMs: c.durationMs },
+              c.warmupMs + c.durationMs + 90_000,
+            ),
           );
           const s = summarize(decodeHist(r.hist));
-          return { p50Ms: s.p50, p99Ms: s.p99, p999Ms: s.p999, maxMs: s.max, lost: r.lost, rate: Math.round(r.achievedRate) };
+          return { p50Ms: s.p50, p99Ms: s.p99, p999Ms: s.p999, maxMs: s.max, lost: r.lost, rate: Math.round(r.achievedRate), serverCores, pgCores };
         } finally {
           await srv.stop();
         }
@@ -402,11 +536,21 @@ async function scenarioFanout() {
 async function scenarioCatchup() {
   const n = CFG.catchup.events;
   const passes = CFG.catchup.passes;
-  let hubDb: { db: string; token: string } | null = null;
+  let hubDb: HubStore | null = null;
   const needHubDb = systems.has('synchub') || systems.has('sqlitefloor');
   if (needHubDb) {
     log(`catchup: writing a ${n}-event backlog into a hub database`);
-    hubDb = await prepareHubDb(n);
+    hubDb = await prepareHubStore('synchub', n);
+  }
+  // One PostgreSQL backlog for both PostgreSQL systems (catch-up only reads it).
+  let pgBacklog: HubStore | null = null;
+  let pgBacklogError = '';
+  if (systems.has('synchub-pg') || systems.has('synchub-pg2')) {
+    log(`catchup: writing a ${n}-event backlog into a PostgreSQL database`);
+    pgBacklog = await prepareHubStore('synchub-pg', n).catch((err: unknown) => {
+      pgBacklogError = err instanceof Error ? err.message : String(err);
+      return null;
+    });
   }
   type P = { measured: { rate: number; totalMs: number } };
   for (const system of SYSTEMS) {
@@ -417,6 +561,8 @@ async function scenarioCatchup() {
     }
     const note: Record<string, string> = {
       synchub: 'applied: real Agent into its SQLite app DB; stream: raw client, JSON.parse only',
+      'synchub-pg': 'as synchub, the hub reading from PostgreSQL',
+      'synchub-pg2': 'as synchub-pg, the backlog read through node 2 of 2',
       wsfloor: 'stream only, from memory (no storage, nothing to apply)',
       sqlitefloor: 'applied: read the hub DB + upsert with prepared statements, no network',
       hocuspocus: 'whole-document sync (one SyncStep2) applied into a Y.Doc; events/s = rows / time',
@@ -424,18 +570,22 @@ async function scenarioCatchup() {
     };
     await measure('catchup', system, note[system], async () => {
       if (system === 'sqlitefloor') {
-        const r = await runJob<P>({ kind: 'sqlite-apply', hubDb: hubDb!.db, project: PROJECT, dir: mkdtempSync(join(tmpRoot, 'apply-')), expect: n, passes }, 300_000);
+        const r = await runJob<P>({ kind: 'sqlite-apply', hubDb: hubDb!.db!, project: PROJECT, dir: mkdtempSync(join(tmpRoot, 'apply-')), expect: n, passes }, 300_000);
         return { appliedPerSec: Math.round(r.measured.rate), streamPerSec: null, totalMs: Math.round(r.measured.totalMs) };
       }
-      const srv = await startServer(system, { preload: system === 'synchub' ? undefined : n, hubDb: hubDb ?? undefined, profile: profile('catchup') });
+      const backlog = onPostgres(system) ? pgBacklog : isSynchub(system) ? hubDb : null;
+      if (onPostgres(system) && !backlog) throw new Error(`the PostgreSQL backlog could not be written: ${pgBacklogError}`);
+      const srv = await startServer(system, { preload: isSynchub(system) ? undefined : n, hubStore: backlog ?? undefined, profile: profile('catchup') });
       try {
-        if (system === 'synchub') {
+        if (isSynchub(system)) {
+          // With two hub nodes the reader is on the second (the backlog was written directly, not through a node).
+          const reader = viaNode(srv.target, 1);
           const a = await runJob<P>(
-            { kind: 'catchup-agent', url: srv.target.url, project: PROJECT, token: srv.target.token!, dir: mkdtempSync(join(tmpRoot, 'agent-')), expect: n, passes },
+            { kind: 'catchup-agent', url: reader.url, project: PROJECT, token: reader.token!, dir: mkdtempSync(join(tmpRoot, 'agent-')), expect: n, passes },
             600_000,
             flags.profile ? ['--cpu-prof', `--cpu-prof-dir=${join(BENCH_DIR, 'results', 'profiles', 'catchup-agent')}`] : [],
           );
-          const s = await runJob<P>({ kind: 'catchup-stream', target: srv.target, expect: n, passes }, 300_000);
+          const s = await runJob<P>({ kind: 'catchup-stream', target: reader, expect: n, passes }, 300_000);
           return { appliedPerSec: Math.round(a.measured.rate), streamPerSec: Math.round(s.measured.rate), totalMs: Math.round(a.measured.totalMs) };
         }
         if (system === 'wsfloor') {
@@ -449,6 +599,7 @@ async function scenarioCatchup() {
       }
     });
   }
+  if (pgBacklog) await discardHubStore(pgBacklog);
 }
 
 async function scenarioConns() {
@@ -482,7 +633,7 @@ async function scenarioConns() {
         await sleep(1000);
         const rssIdle = await srv.rss();
         // One event to all: a writer device (one more socket) pushes one event.
-        writer = connectClient(srv.target, { index: 0, onAcked: () => {} });
+        writer = connectClient(viaNode(srv.target, 0), { index: 0, onAcked: () => {} });
         await writer.ready;
         await Promise.all(workers.map((w) => w.request({ type: 'arm' }, 'armed', 10_000)));
         const received = Promise.all(workers.map((w) => w.next<{ type: 'received'; got: number; expected: number; lastUs: number }>('received', 60_000)));
@@ -529,7 +680,9 @@ function table(title: string, head: string[], rows: string[][]): string {
 }
 
 const LABEL: Record<System, string> = {
-  synchub: 'synchub',
+  synchub: 'synchub (SQLite)',
+  'synchub-pg': 'synchub (PostgreSQL, 1 node)',
+  'synchub-pg2': 'synchub (PostgreSQL, 2 nodes)',
   wsfloor: 'raw ws broadcast (floor)',
   sqlitefloor: 'raw SQLite batched (floor)',
   hocuspocus: 'Hocuspocus',
@@ -543,15 +696,65 @@ function cellNote(cell: Cell | undefined): string {
   return cell.note ?? '';
 }
 
+/** A table row for a system that could not run here: its label, dashes, the reason. */
+function skippedRow(s: System, figures: number): string[] {
+  return [LABEL[s], ...Array<string>(figures).fill('—'), `skipped: ${skipped.get(s)!}`];
+}
+
+/** Hub (and PostgreSQL) cores of a run: `1.2` on SQLite, `1.2 + pg 0.6` on PostgreSQL. */
+function fmtCores(m: Figures | undefined): string {
+  if (!m || m.serverCores === null || m.serverCores === undefined) return '—';
+  return m.pgCores === null || m.pgCores === undefined ? fmt(m.serverCores) : `${fmt(m.serverCores)} + pg ${fmt(m.pgCores)}`;
+}
+
+/**
+ * synchub on each of its stores, side by side: what issue 9 asks for (ingest, and
+ * push-to-receive at 10 devices), with the CPU each run took.
+ */
+function storesTable(): string | null {
+  const hubs = SYSTEMS.filter((s) => isSynchub(s) && (systems.has(s) || skipped.has(s)));
+  if (hubs.length < 2 || (!results.ingest && !results.fanout)) return null;
+  const rc = CFG.fanout.receivers;
+  const r = rc.includes(10) ? 10 : rc[0]!;
+  const head = ['system', 'ingest ev/s', 'ingest p50 ms', 'ingest p99 ms', 'ingest cores', `p50 @${r} ms`, `p99 @${r} ms`, `p999 @${r} ms`, `cores @${r}`, 'notes'];
+  return table(
+    `synchub by store: ingest (${CFG.ingest.conns} pushers) and push-to-receive at ${r} receivers; cores = hub processes (+ PostgreSQL's) while the job ran`,
+    head,
+    hubs.map((s) => {
+      if (skipped.has(s)) return skippedRow(s, head.length - 2);
+      const i = results.ingest?.[s];
+      const f = results.fanout?.[`${s}@${r}`];
+      const errs = [i, f].filter((c) => c?.error).map((c) => `FAILED: ${c!.error!.split('\n')[0]!.slice(0, 80)}`);
+      const lost = f?.median.lost ? `${f.median.lost} events not received` : '';
+      const where = s === 'synchub-pg2' ? 'ingest: pushers on both nodes; fan-out: writer on node 1, receivers on node 2' : '';
+      return [
+        LABEL[s],
+        fmt(i?.median.eventsPerSec),
+        fmt(i?.median.p50Ms),
+        fmt(i?.median.p99Ms),
+        fmtCores(i?.median),
+        fmt(f?.median.p50Ms),
+        fmt(f?.median.p99Ms),
+        fmt(f?.median.p999Ms),
+        fmtCores(f?.median),
+        [...errs, lost, where].filter(Boolean).join('; '),
+      ];
+    }),
+  );
+}
+
 function report(): { text: string; targets: { target: string; value: string; met: boolean | null }[] } {
   const out: string[] = [];
-  const sys = SYSTEMS.filter((s) => systems.has(s));
+  const sys = SYSTEMS.filter((s) => systems.has(s) || skipped.has(s));
+  const stores = storesTable();
+  if (stores) out.push(stores);
   if (results.ingest) {
     out.push(
       table(
         `Ingest: ${CFG.ingest.conns} connections, pipelined (${CFG.ingest.window / CFG.ingest.batch} × ${CFG.ingest.batch}-event pushes in flight), ~300-byte events`,
         ['system', 'acked ev/s', 'p50 ms', 'p99 ms', 'ack means'],
         sys.map((s) => {
+          if (skipped.has(s)) return skippedRow(s, 3);
           const c = results.ingest![s];
           const m = c?.median ?? {};
           return [LABEL[s], fmt(m.eventsPerSec), fmt(m.p50Ms), fmt(m.p99Ms), cellNote(c)];
@@ -566,6 +769,7 @@ function report(): { text: string; targets: { target: string; value: string; met
         `Fan-out: 1 writer at ${CFG.fanout.rate} ev/s, push-to-receive latency (ms) at ${rc.join(' / ')} receivers`,
         ['system', ...rc.flatMap((r) => [`p50 @${r}`, `p99 @${r}`, `p999 @${r}`]), 'notes'],
         sys.map((s) => {
+          if (skipped.has(s)) return skippedRow(s, rc.length * 3);
           if (s === 'sqlitefloor') {
             const c = results.fanout![`${s}@1`];
             const f = (v: number | null | undefined) => rc.map(() => fmt(v));
@@ -578,7 +782,7 @@ function report(): { text: string; targets: { target: string; value: string; met
           return [
             LABEL[s],
             ...cells.flatMap((c) => [fmt(c?.median.p50Ms), fmt(c?.median.p99Ms), fmt(c?.median.p999Ms)]),
-            errs.length ? `FAILED: ${errs[0]}` : lost ? `${lost} events not received` : '',
+            errs.length ? `FAILED: ${errs[0]}` : [lost ? `${lost} events not received` : '', cells[0]?.note ?? ''].filter(Boolean).join('; '),
           ];
         }),
       ),
@@ -590,6 +794,7 @@ function report(): { text: string; targets: { target: string; value: string; met
         `Catch-up: a ${CFG.catchup.events.toLocaleString('en-US')}-event backlog (first 10% = warm-up)`,
         ['system', 'applied ev/s', 'stream-only ev/s', 'notes'],
         sys.map((s) => {
+          if (skipped.has(s)) return skippedRow(s, 2);
           const c = results.catchup![s];
           return [LABEL[s], fmt(c?.median.appliedPerSec), fmt(c?.median.streamPerSec), cellNote(c)];
         }),
@@ -602,6 +807,7 @@ function report(): { text: string; targets: { target: string; value: string; met
         `Connections: ${CFG.conns.count.toLocaleString('en-US')} idle authenticated sockets from ${CFG.conns.workers} client processes`,
         ['system', 'connect all (s)', 'server RSS MB', 'KB/socket', '1 event to all (ms)', 'notes'],
         sys.map((s) => {
+          if (skipped.has(s)) return skippedRow(s, 4);
           const c = results.conns![s];
           const m = c?.median ?? {};
           return [LABEL[s], fmt(m.connectSec), fmt(m.rssIdleMB, 0), fmt(m.rssPerSocketKB, 1), fmt(m.fanoutAllMs, 1), cellNote(c)];
@@ -685,12 +891,20 @@ function report(): { text: string; targets: { target: string; value: string; met
 
 const m = machine();
 log(`synchub bench: ${m.cores} cores (${m.cpu}), Node ${m.node}, SQLite ${m.sqlite}; runs=${CFG.runs}${quick ? ' (quick)' : ''}; scenarios: ${[...only].join(',')}`);
-if (only.has('ingest')) await scenarioIngest();
-if (only.has('fanout')) await scenarioFanout();
-if (only.has('catchup')) await scenarioCatchup();
-if (only.has('conns')) await scenarioConns();
+for (const [s, why] of skipped) log(`${s} skipped: ${why}`);
+try {
+  if (only.has('ingest')) await scenarioIngest();
+  if (only.has('fanout')) await scenarioFanout();
+  if (only.has('catchup')) await scenarioCatchup();
+  if (only.has('conns')) await scenarioConns();
+} finally {
+  for (const c of live) c.proc.kill('SIGKILL');
+  await stopPostgres();
+}
 
 const { text, targets } = report();
+// (set by the cluster's start, which TypeScript's flow analysis does not see)
+const pgInfo = (pgCluster as BenchPostgres | null)?.info ?? null;
 const date = new Date().toISOString();
 const outPath = flags.out ?? join(BENCH_DIR, 'results', `${date.replace(/:/g, '-').replace(/\..*/, '')}${quick ? '-quick' : ''}.json`);
 mkdirSync(join(BENCH_DIR, 'results'), { recursive: true });
@@ -703,6 +917,8 @@ writeFileSync(
       durationSec: Math.round((Date.now() - started) / 1000),
       machine: m,
       config: CFG,
+      postgres: pgInfo,
+      skipped: Object.fromEntries(skipped),
       results,
       targets,
     },
@@ -710,7 +926,8 @@ writeFileSync(
     2,
   ) + '\n',
 );
-const header = `synchub ${m.commit}. Machine: ${m.cores} cores (${m.cpu}), ${m.memoryGiB} GiB, ${m.os}; Node ${m.node}; SQLite ${m.sqlite} (better-sqlite3 ${m.versions['better-sqlite3']}); median of ${CFG.runs} run(s)\n`;
+const pgLine = pgInfo ? `; PostgreSQL ${pgInfo.settings.server_version!.split(' ')[0]} (fsync=${pgInfo.settings.fsync}, synchronous_commit=${pgInfo.settings.synchronous_commit})` : '';
+const header = `synchub ${m.commit}. Machine: ${m.cores} cores (${m.cpu}), ${m.memoryGiB} GiB, ${m.os}; Node ${m.node}; SQLite ${m.sqlite} (better-sqlite3 ${m.versions['better-sqlite3']})${pgLine}; median of ${CFG.runs} run(s)\n`;
 process.stdout.write(`\n${header}\n${text}\nresults: ${outPath} (${Math.round((Date.now() - started) / 1000)} s)\n`);
 if (flags.profile) {
   const dir = join(BENCH_DIR, 'results', 'profiles');

@@ -37,7 +37,7 @@ async function openStore(flags: { db?: string; postgres?: string }, create = fal
 /** Every `synchub hub ...` command, as `synchub hub --help` lists them and each `--help` shows. */
 export const HUB_COMMANDS = {
   serve: {
-    usage: 'synchub hub serve [--port 8787] [--host 127.0.0.1] [--db ./data/hub.db | --postgres URL] [--admin-port 9787] [--admin-host 127.0.0.1]',
+    usage: 'synchub hub serve [--port 8787] [--host 127.0.0.1] [--db ./data/hub.db | --postgres URL] [--admin-port 9787] [--admin-host 127.0.0.1] [--tls-cert FILE --tls-key FILE]',
     summary: 'Run the hub: WebSocket sync on --port, health/metrics/status/dashboard on the admin listener.',
     details: [
       '--port N          public port (WebSocket sync, /healthz and /readyz); 0 picks a free one (default 8787)',
@@ -48,6 +48,8 @@ export const HUB_COMMANDS = {
       '                  0 picks a free port; default 9787, and when that is taken the hub warns and',
       '                  serves without it, while an explicit port that cannot be bound is fatal',
       '--admin-host H    admin address (default 127.0.0.1: it has no auth, keep it off public interfaces)',
+      '--tls-cert F      serve wss:// (and https) with this certificate (PEM; reloaded on SIGHUP)',
+      '--tls-key F       ...and this private key (PEM); the two go together',
       '--log-level L     debug|info|warn|error (default info); logs are JSON lines unless stderr is a terminal',
     ].join('\n'),
     example: 'synchub hub serve --port 8787 --db /var/lib/synchub/hub.db --admin-port 9787',
@@ -99,18 +101,33 @@ export async function hubCli(argv: string[]): Promise<number | void> {
 async function serve(argv: string[]): Promise<void> {
   const flags = parseCommand(
     argv,
-    { port: { type: 'string' }, host: { type: 'string' }, 'admin-port': { type: 'string' }, 'admin-host': { type: 'string' }, 'log-level': { type: 'string' }, ...storeFlags },
-    z.object({
-      port: portFlag.default(8787),
-      host: z.string().min(1).default('127.0.0.1'),
-      'admin-port': portFlag.optional(),
-      'admin-host': z.string().min(1).default('127.0.0.1'),
-      'log-level': logLevelFlag.optional(),
-      ...storeSchema,
-      positionals: z.array(z.string()).max(0),
-    }),
+    {
+      port: { type: 'string' },
+      host: { type: 'string' },
+      'admin-port': { type: 'string' },
+      'admin-host': { type: 'string' },
+      'log-level': { type: 'string' },
+      'tls-cert': { type: 'string' },
+      'tls-key': { type: 'string' },
+      ...storeFlags,
+    },
+    z
+      .object({
+        port: portFlag.default(8787),
+        host: z.string().min(1).default('127.0.0.1'),
+        'admin-port': portFlag.optional(),
+        'admin-host': z.string().min(1).default('127.0.0.1'),
+        'log-level': logLevelFlag.optional(),
+        'tls-cert': z.string().min(1).optional(),
+        'tls-key': z.string().min(1).optional(),
+        ...storeSchema,
+        positionals: z.array(z.string()).max(0),
+      })
+      .refine((f) => (f['tls-cert'] === undefined) === (f['tls-key'] === undefined), { message: '--tls-cert and --tls-key go together', path: ['tls-cert'] }),
     HUB_COMMANDS.serve,
   );
+  const tls = flags['tls-cert'] && flags['tls-key'] ? { certFile: flags['tls-cert'], keyFile: flags['tls-key'] } : null;
+  for (const file of tls ? [tls.certFile, tls.keyFile] : []) if (!existsSync(file)) throw new UsageError(`no such file: ${file}`);
   const log = createLogger('synchub-hub', flags['log-level']);
   const store = await openStore(flags, true, log);
   const hub = new Hub(
@@ -118,6 +135,7 @@ async function serve(argv: string[]): Promise<void> {
     {
       port: flags.port,
       host: flags.host,
+      tls,
       // Not given: the default port, and another hub on this machine may hold it (a warning, not a failure).
       adminPort: flags['admin-port'] ?? DEFAULT_ADMIN_PORT,
       adminPortOptional: flags['admin-port'] === undefined,
@@ -125,6 +143,8 @@ async function serve(argv: string[]): Promise<void> {
     },
     log,
   );
+  // A renewed certificate is picked up without a restart.
+  process.on('SIGHUP', () => hub.reloadTls());
   let port: number;
   try {
     port = await hub.listen();
@@ -135,7 +155,7 @@ async function serve(argv: string[]): Promise<void> {
   const db = flags.postgres !== undefined ? `--postgres ${redact(flags.postgres)}` : `--db ${flags.db ?? DEFAULT_DB}`;
   const admin = hub.adminPort === null ? null : `http://${flags['admin-host']}:${hub.adminPort}`;
   process.stdout.write(
-    `synchub hub listening on ws://${flags.host}:${port}  (store: ${db})\n` +
+    `synchub hub listening on ${tls ? 'wss' : 'ws'}://${flags.host}:${port}  (store: ${db})\n` +
       (admin ? `  dashboard: ${admin}/   metrics: ${admin}/metrics   ready: ${admin}/readyz\n` : `  admin listener: off (port taken; pick one with --admin-port)\n`) +
       `  connect: npx synchub hub project create myproj ${db}\n` +
       `           npx synchub hub token create --project myproj ${db} > token.txt\n` +

@@ -5,8 +5,24 @@ import type { AppendGroup, AppendOutcome, EventStore } from './store/event-store
 
 interface Waiting {
   group: AppendGroup;
+  /** True once the pushing connection is gone: its push is not committed any more. */
+  cancelled: () => boolean;
   resolve: (outcomes: AppendOutcome[]) => void;
   reject: (err: unknown) => void;
+}
+
+/** A push that was not committed because its connection closed first (it is re-sent on the next one). */
+export class PushCancelled extends Error {
+  constructor() {
+    super('the connection closed before this push was committed');
+  }
+}
+
+/** A push that was not committed because an earlier push of the same device failed: storing it would reorder the device's changes. */
+export class EarlierPushFailed extends Error {
+  constructor(readonly earlier: unknown) {
+    super(`an earlier push of this device failed: ${String(earlier)}`);
+  }
 }
 
 export interface CommitListener {
@@ -26,9 +42,14 @@ export class GroupCommitter {
     private readonly onCommit: CommitListener,
   ) {}
 
-  submit(group: AppendGroup): Promise<AppendOutcome[]> {
+  /**
+   * Commit one push. `cancelled` says its connection is gone: a push still waiting then is dropped,
+   * so that nothing of a device lands after a push of it that failed (the device re-sends both, in
+   * order, on its next connection, possibly to another hub node).
+   */
+  submit(group: AppendGroup, cancelled: () => boolean = () => false): Promise<AppendOutcome[]> {
     return new Promise((resolve, reject) => {
-      this.waiting.push({ group, resolve, reject });
+      this.waiting.push({ group, cancelled, resolve, reject });
       this.schedule();
     });
   }
@@ -53,7 +74,11 @@ export class GroupCommitter {
   private async run(): Promise<void> {
     this.running = true;
     while (this.waiting.length > 0) {
-      const batch = this.take();
+      const batch = this.take().filter((w) => {
+        if (w.cancelled()) w.reject(new PushCancelled());
+        return !w.cancelled();
+      });
+      if (batch.length === 0) continue;
       try {
         await this.commit(batch);
       } catch (err) {
@@ -62,8 +87,24 @@ export class GroupCommitter {
           continue;
         }
         // The transaction is shared, so one push that the store cannot take would fail every push
-        // in it, of every project, on every retry. Commit them one by one: only that one fails.
-        for (const w of batch) await this.commit([w]).catch((e: unknown) => w.reject(e));
+        // in it, of every project, on every retry. Commit them one by one: only that one fails, and
+        // the later pushes of its device with it (committing those would reorder its changes).
+        const failed = new Map<string, unknown>();
+        for (const w of batch) {
+          const device = `${w.group.project}\u0000${w.group.deviceId}`;
+          if (failed.has(device)) {
+            w.reject(new EarlierPushFailed(failed.get(device)));
+            continue;
+          }
+          if (w.cancelled()) {
+            w.reject(new PushCancelled());
+            continue;
+          }
+          await this.commit([w]).catch((e: unknown) => {
+            failed.set(device, e);
+            w.reject(e);
+          });
+        }
       }
     }
     this.running = false;

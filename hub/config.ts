@@ -45,6 +45,8 @@ export const HubOptionsSchema = z.object({
    * origin, since the token is the credential. Clients that send no Origin (agents) are unaffected.
    */
   allowedOrigins: z.array(z.string().min(1)).nullable().default(null),
+  /** Serve wss:// directly with this certificate and key (PEM files); null: plain ws:// (e.g. behind a TLS proxy). */
+  tls: z.object({ certFile: z.string().min(1), keyFile: z.string().min(1) }).nullable().default(null),
   /** Open sockets in all; an upgrade past it gets HTTP 429 before a socket exists. */
   maxConnections: z.number().int().positive().default(50_000),
   /** Open sockets per token (a token shared by a household's devices is fine; a leaked one cannot take the hub). */

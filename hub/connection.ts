@@ -11,7 +11,7 @@ import { ClientFrame, parseFrame, type HelloFrame, type PushFrame, type Rejectio
 import type { HubOptions } from './config.ts';
 import { buildFrame, type Frame, type ProjectChannel, type Subscriber } from './fanout.ts';
 import { FlowControl, type Wire } from './flow-control.ts';
-import type { GroupCommitter } from './commit.ts';
+import { PushCancelled, type GroupCommitter } from './commit.ts';
 import type { HubMetrics } from './metrics.ts';
 import type { EventStore, Role } from './store/event-store.ts';
 import { EventBucket } from './rate-limit.ts';
@@ -179,7 +179,7 @@ export class Connection implements Subscriber {
     this.deps.metrics.pushes.inc();
     if (accepted.length === 0) return this.sendAck(push.batch, [], rejected);
 
-    this.deps.committer.submit({ project: this.project, deviceId: this.deviceId, events: accepted }).then(
+    this.deps.committer.submit({ project: this.project, deviceId: this.deviceId, events: accepted }, () => this.isClosed()).then(
       (outcomes) => {
         const acks: Ack[] = [];
         outcomes.forEach((o, i) => {
@@ -190,6 +190,8 @@ export class Connection implements Subscriber {
         this.sendAck(push.batch, acks, rejected);
       },
       (err: unknown) => {
+        // Dropped because this connection closed first: there is no one to answer.
+        if (err instanceof PushCancelled) return;
         this.log.error({ err: String(err) }, 'commit failed');
         // Nothing of this push was stored; the device keeps it pending and retries.
         this.fail(ErrorCode.StoreUnavailable, 'the hub could not store this push; retry later', CloseCode.Internal);

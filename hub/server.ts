@@ -1,7 +1,9 @@
 // The hub: an HTTP server whose upgrade handler authenticates before any socket
 // exists, then hands each socket to a Connection. Also /healthz and /readyz (for a load
 // balancer's checks); everything else for operators is on the admin listener (admin.ts).
-import { createServer, type IncomingMessage, type Server } from 'node:http';
+import { readFileSync } from 'node:fs';
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { createServer as createTlsServer, type Server as TlsServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { WebSocketServer } from 'ws';
@@ -51,7 +53,7 @@ export interface Readiness {
 export class Hub {
   readonly options: HubOptions;
   readonly metrics: HubMetrics;
-  private readonly http: Server;
+  private readonly http: Server | TlsServer;
   private readonly wss: WebSocketServer;
   private readonly committer: GroupCommitter;
   private readonly channels = new Map<string, ProjectChannel>();
@@ -111,13 +113,33 @@ export class Hub {
       // A browser offers `synchub.v1` and `synchub.bearer.<token>`: select the first, never echo the token.
       handleProtocols: (protocols) => (protocols.has(SUBPROTOCOL) ? SUBPROTOCOL : false),
     });
-    this.http = createServer((req, res) =>
+    const handle = (req: IncomingMessage, res: ServerResponse) =>
       this.onRequest(req, res).catch((err: unknown) => {
         this.log.warn({ err: String(err) }, 'request failed');
         if (!res.headersSent) res.writeHead(500).end();
-      }),
-    );
+      });
+    // With a certificate the hub serves wss:// (and https for its endpoints) itself.
+    this.http = this.options.tls ? createTlsServer(this.readTls(), handle) : createServer(handle);
     this.http.on('upgrade', (req, socket, head) => void this.onUpgrade(req, socket, head));
+  }
+
+  private readTls(): { cert: Buffer; key: Buffer } {
+    const tls = this.options.tls!;
+    return { cert: readFileSync(tls.certFile), key: readFileSync(tls.keyFile) };
+  }
+
+  /**
+   * Read the certificate and key files again (a renewed certificate, on SIGHUP): new connections
+   * get the new one, open ones carry on. A file that cannot be read leaves the old one in place.
+   */
+  reloadTls(): void {
+    if (!this.options.tls) return;
+    try {
+      (this.http as TlsServer).setSecureContext(this.readTls());
+      this.log.info({ certFile: this.options.tls.certFile }, 'TLS certificate reloaded');
+    } catch (err) {
+      this.log.error({ err: String(err) }, 'TLS certificate reload failed; keeping the old one');
+    }
   }
 
   /**

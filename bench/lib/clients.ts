@@ -2,7 +2,8 @@
 // socket, so that every system's receiver does the same small amount of work:
 // find the markers in the raw message, nothing else (no Y.Doc apply, no Logux log).
 //
-//   synchub / wsfloor  hello -> welcome; push frames -> ack frames; events frames
+//   synchub / wsfloor  hello -> welcome; push frames -> ack frames; events frames (synchub-pg and
+//                      synchub-pg2 too: the same hub on PostgreSQL, one or two nodes)
 //   hocuspocus         Auth(token) + SyncStep1 -> SyncStep2; one Yjs update message per event -> SyncStatus ack
 //   ywebsocket         SyncStep1 -> SyncStep2; one Yjs update per event; the server echoes every update
 //                      to every socket of the document, the pushing one included: the echo is the ack
@@ -16,11 +17,19 @@ import { asBuffer, pushEventJson, scanMarks, type BenchRow, type ServerSystem } 
 
 export interface Target {
   system: ServerSystem;
-  /** ws://127.0.0.1:PORT */
+  /** ws://127.0.0.1:PORT (the first node's, when there are several) */
   url: string;
+  /** synchub-pg2: every hub node's URL, the first being `url`. Absent: one server. */
+  nodes?: string[];
   /** synchub: project + bearer token; the others: a shared secret. */
   project?: string;
   token?: string;
+}
+
+/** The target as reached through node k (k wraps; a one-server target is itself). */
+export function viaNode(t: Target, k: number): Target {
+  if (!t.nodes || t.nodes.length < 2) return t;
+  return { ...t, url: t.nodes[k % t.nodes.length]! };
 }
 
 export interface ClientOptions {
@@ -49,6 +58,8 @@ export const SECRET = 'bench-secret-token';
 export function connectClient(t: Target, o: ClientOptions): BenchClient {
   switch (t.system) {
     case 'synchub':
+    case 'synchub-pg':
+    case 'synchub-pg2':
     case 'wsfloor':
       return synchubClient(t, o);
     case 'hocuspocus':
@@ -93,7 +104,7 @@ const WS_OPTS = { perMessageDeflate: false, maxPayload: 64 * 1024 * 1024 } as co
 // ---------------------------------------------------------------- synchub (and the ws floor, same frames)
 
 function synchubClient(t: Target, o: ClientOptions): BenchClient {
-  const url = t.system === 'synchub' ? `${t.url}/v1/projects/${encodeURIComponent(t.project!)}/sync` : t.url;
+  const url = t.system === 'wsfloor' ? t.url : `${t.url}/v1/projects/${encodeURIComponent(t.project!)}/sync`;
   const ws = new WebSocket(url, { ...WS_OPTS, headers: { Authorization: `Bearer ${t.token}` } });
   const r = readyPromise(ws, o);
   let batch = 0;

@@ -8,10 +8,22 @@ import * as hdr from 'hdr-histogram-js';
 export const BENCH_DIR = dirname(dirname(fileURLToPath(import.meta.url)));
 export const REPO_ROOT = dirname(BENCH_DIR);
 
-export type System = 'synchub' | 'wsfloor' | 'sqlitefloor' | 'hocuspocus' | 'ywebsocket' | 'logux';
-export const SYSTEMS: System[] = ['synchub', 'wsfloor', 'sqlitefloor', 'hocuspocus', 'ywebsocket', 'logux'];
+export type System = 'synchub' | 'synchub-pg' | 'synchub-pg2' | 'wsfloor' | 'sqlitefloor' | 'hocuspocus' | 'ywebsocket' | 'logux';
+export const SYSTEMS: System[] = ['synchub', 'synchub-pg', 'synchub-pg2', 'wsfloor', 'sqlitefloor', 'hocuspocus', 'ywebsocket', 'logux'];
 /** Systems that run as a network server (the SQLite floor is an in-process loop). */
 export type ServerSystem = Exclude<System, 'sqlitefloor'>;
+
+/** synchub itself on each of its stores: the real hub, spoken to over the real protocol. */
+export type SynchubSystem = 'synchub' | 'synchub-pg' | 'synchub-pg2';
+export function isSynchub(s: System): s is SynchubSystem {
+  return s === 'synchub' || s === 'synchub-pg' || s === 'synchub-pg2';
+}
+/** synchub on PostgreSQL: `synchub-pg` one hub node, `synchub-pg2` two hub nodes on one database. */
+export function onPostgres(s: System): boolean {
+  return s === 'synchub-pg' || s === 'synchub-pg2';
+}
+/** Hub child processes a synchub system runs (each its own node, all on one store). */
+export const HUB_NODES: Record<SynchubSystem, number> = { synchub: 1, 'synchub-pg': 1, 'synchub-pg2': 2 };
 
 // ---------------------------------------------------------------- clock
 

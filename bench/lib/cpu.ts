@@ -11,6 +11,8 @@ export interface CpuSnapshot {
   at: number;
   /** pid -> utime+stime of every user-space process outside this tree (not cutime: a reaped child's whole life would count) */
   others: Map<string, number>;
+  /** root pid -> utime+stime of the live processes of its tree, for each root given (`roots`). */
+  trees: Map<string, number>;
 }
 
 function statFields(pid: string): string[] | null {
@@ -23,7 +25,12 @@ function statFields(pid: string): string[] | null {
   }
 }
 
-export function cpuSnapshot(): CpuSnapshot | null {
+/**
+ * `roots`: processes of the benchmark that are not our descendants (the PostgreSQL postmaster:
+ * pg_ctl detaches it) or whose own CPU is wanted (a hub child). Their trees are never counted
+ * as the machine's noise, and each tree's time is kept in `trees`.
+ */
+export function cpuSnapshot(roots: number[] = []): CpuSnapshot | null {
   try {
     const parent = new Map<string, string>();
     const time = new Map<string, number>();
@@ -36,13 +43,16 @@ export function cpuSnapshot(): CpuSnapshot | null {
       time.set(pid, Number(f[11]) + Number(f[12]));
     }
     const me = String(process.pid);
+    const rootSet = new Set(roots.map(String));
     const others = new Map<string, number>();
+    const trees = new Map<string, number>([...rootSet].map((r) => [r, 0]));
     for (const [pid, t] of time) {
       if (pid === '2' || parent.get(pid) === '2') continue; // kernel threads
       let p: string | undefined = pid;
       let ours = false;
       for (let depth = 0; p && p !== '0' && depth < 30; depth++) {
-        if (p === me) {
+        if (rootSet.has(p)) trees.set(p, trees.get(p)! + t);
+        if (p === me || rootSet.has(p)) {
           ours = true;
           break;
         }
@@ -50,7 +60,7 @@ export function cpuSnapshot(): CpuSnapshot | null {
       }
       if (!ours && !isAncestor(pid, me, parent)) others.set(pid, t);
     }
-    return { at: performance.now(), others };
+    return { at: performance.now(), others, trees };
   } catch {
     return null;
   }
@@ -76,4 +86,17 @@ export function foreignCores(a: CpuSnapshot | null, b: CpuSnapshot | null): numb
   let ticks = 0;
   for (const [pid, t] of b.others) ticks += Math.max(0, t - (a.others.get(pid) ?? 0));
   return Math.min(ticks / HZ / seconds, cpus().length);
+}
+
+/**
+ * Average cores the tree of `root` (given to both snapshots) used between them: processes of
+ * the tree that ended in between are missed, as above.
+ */
+export function treeCores(a: CpuSnapshot | null, b: CpuSnapshot | null, root: number): number | null {
+  if (!a || !b) return null;
+  const seconds = (b.at - a.at) / 1000;
+  const before = a.trees.get(String(root));
+  const after = b.trees.get(String(root));
+  if (seconds <= 0 || before === undefined || after === undefined) return null;
+  return Math.max(0, after - before) / HZ / seconds;
 }

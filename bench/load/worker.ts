@@ -19,7 +19,7 @@ import {
   type BenchRow,
 } from '../lib/common.ts';
 import { EVENTS_SCHEMA } from '../../hub/store/sqlite-schema.ts';
-import { connectClient, type BenchClient, type Target } from '../lib/clients.ts';
+import { connectClient, viaNode, type BenchClient, type Target } from '../lib/clients.ts';
 
 process.on('uncaughtException', childFatal);
 process.on('unhandledRejection', childFatal);
@@ -35,7 +35,18 @@ export type Job =
   | { kind: 'sqlite-apply'; hubDb: string; project: string; dir: string; expect: number; passes: number }
   | { kind: 'sqlite-commit'; dir: string; rate: number; warmupMs: number; durationMs: number };
 
-async function connectAll(target: Target, n: number, indexBase: number, concurrency: number, make: (i: number) => Parameters<typeof connectClient>[1]) {
+/**
+ * n clients, `concurrency` handshakes at a time. With several hub nodes, client `index` goes
+ * to node index mod nodes (spread evenly), or every client to `node` when one is given.
+ */
+async function connectAll(
+  target: Target,
+  n: number,
+  indexBase: number,
+  concurrency: number,
+  make: (i: number) => Parameters<typeof connectClient>[1],
+  node?: number,
+) {
   const clients: BenchClient[] = new Array(n);
   let next = 0;
   let failed = 0;
@@ -43,7 +54,7 @@ async function connectAll(target: Target, n: number, indexBase: number, concurre
   async function lane() {
     while (next < n) {
       const i = next++;
-      const c = connectClient(target, make(indexBase + i));
+      const c = connectClient(viaNode(target, node ?? indexBase + i), make(indexBase + i));
       clients[i] = c;
       try {
         await c.ready;
@@ -66,6 +77,7 @@ async function ingest(j: Extract<Job, { kind: 'ingest' }>) {
   let ackedInWindow = 0;
   let inflightTotal = 0;
   const state = Array.from({ length: j.conns }, () => ({ fifo: [] as { left: number; sent: number }[], head: 0, inflight: 0, n: 0 }));
+  // With two hub nodes the pushers alternate between them (each also receives every event, from its own node).
   const { clients, failed, firstError } = await connectAll(j.target, j.conns, 0, j.conns, (index) => ({
     index,
     onAcked: (n) => onAcked(index, n),
@@ -223,9 +235,11 @@ async function fanout(j: Extract<Job, { kind: 'fanout' }>) {
       received++;
     });
   };
-  const { clients, failed, firstError } = await connectAll(j.target, j.receivers, 1, 50, (index) => ({ index, onMessage }));
+  // With two hub nodes the writer is on the first and every receiver on the second: each
+  // event crosses nodes (commit, NOTIFY, the other node reads it from the store, sends).
+  const { clients, failed, firstError } = await connectAll(j.target, j.receivers, 1, 50, (index) => ({ index, onMessage }), 1);
   if (failed) throw new Error(`fanout: ${failed} of ${j.receivers} receivers failed: ${firstError}`);
-  const writer = connectClient(j.target, { index: 0, onAcked: () => {} });
+  const writer = connectClient(viaNode(j.target, 0), { index: 0, onAcked: () => {} });
   await writer.ready;
   await sleep(200);
 
@@ -268,6 +282,7 @@ async function conns(j: Extract<Job, { kind: 'conns' }>) {
   let lastUs = 0;
   const seen = new Uint8Array(j.count);
   const t0 = nowUs();
+  // With two hub nodes the sockets alternate between them; the writer is on the first.
   const { clients, failed, firstError } = await connectAll(j.target, j.count, j.indexBase, j.concurrency, (index) => ({
     index,
     timeoutMs: 60_000,

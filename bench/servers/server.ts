@@ -1,6 +1,6 @@
 // A server under test, alone in its own process (so it never shares an event loop
 // with the load generator). Started by run.ts; configured by a `start` message:
-//   {system, db?, port?, preload?}  -> replies {type:'ready', port}
+//   {system, db?, postgres?, port?, preload?}  -> replies {type:'ready', port}
 // then answers {type:'rss'} with its memory use and {type:'stop'} by closing and exiting
 // (a clean exit, so that --cpu-prof can write its profile).
 import { createServer, type IncomingMessage } from 'node:http';
@@ -10,6 +10,7 @@ import type { AddressInfo } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { WebSocketServer, type WebSocket } from 'ws';
 import * as Y from 'yjs';
+import type { EventStore } from '../../hub/store/event-store.ts';
 import { childFatal, fromParent, makeRow, type ServerSystem } from '../lib/common.ts';
 import { CHANNEL, DOC, SECRET } from '../lib/clients.ts';
 
@@ -19,6 +20,8 @@ interface StartMsg {
   system: ServerSystem;
   /** synchub: hub database file (project and token already created). */
   db?: string;
+  /** synchub-pg, synchub-pg2 (each node): the PostgreSQL database URL (schema, project and token already there). */
+  postgres?: string;
   /** Logux picks no free port by itself: the orchestrator passes one. */
   port?: number;
   /** Catch-up: events already in the server before any client connects (wsfloor, Yjs servers). */
@@ -35,6 +38,8 @@ let port: number;
 
 switch (start.system) {
   case 'synchub':
+  case 'synchub-pg':
+  case 'synchub-pg2':
     ({ port, close } = await startSynchub(start));
     break;
   case 'wsfloor':
@@ -68,14 +73,21 @@ process.on('message', (m: { type: string }) => {
 process.on('disconnect', () => process.exit(0));
 process.send!({ type: 'ready', port });
 
-// ---------------------------------------------------------------- synchub: the real Hub over a real SQLite file
+// ---------------------------------------------------------------- synchub: the real Hub over a real SQLite file or PostgreSQL
 
 async function startSynchub(s: StartMsg) {
   // BENCH_HUB_DIR: benchmark a patched copy of hub/ (with its shared/ beside it) instead of the tree's own.
   const hubDir = process.env.BENCH_HUB_DIR ? pathToFileURL(`${process.env.BENCH_HUB_DIR.replace(/\/$/, '')}/`).href : new URL('../../hub/', import.meta.url).href;
   const { Hub } = (await import(new URL('server.ts', hubDir).href)) as typeof import('../../hub/server.ts');
-  const { SqliteEventStore } = (await import(new URL('store/sqlite.ts', hubDir).href)) as typeof import('../../hub/store/sqlite.ts');
-  const store = new SqliteEventStore(s.db!);
+  let store: EventStore;
+  if (s.postgres) {
+    // One node of several, as `hub serve --postgres URL` opens it: its own pool and LISTEN connection.
+    const { PostgresEventStore } = (await import(new URL('store/postgres.ts', hubDir).href)) as typeof import('../../hub/store/postgres.ts');
+    store = await PostgresEventStore.open(s.postgres);
+  } else {
+    const { SqliteEventStore } = (await import(new URL('store/sqlite.ts', hubDir).href)) as typeof import('../../hub/store/sqlite.ts');
+    store = new SqliteEventStore(s.db!);
+  }
   const debug = process.env.BENCH_DEBUG_HUB === '1' ? instrument(store) : null;
   const hub = new Hub(store, { port: 0, host: '127.0.0.1' });
   const port = await hub.listen();
@@ -89,8 +101,9 @@ async function startSynchub(s: StartMsg) {
 }
 
 /**
- * BENCH_DEBUG_HUB=1: time every store.append (it runs synchronously on the event loop,
- * fsync included) and the event-loop delay, and print both when the hub stops.
+ * BENCH_DEBUG_HUB=1: time every store.append until its promise settles (SQLite: synchronous
+ * on the event loop, fsync included; PostgreSQL: the round trips of the transaction, COMMIT's
+ * WAL flush included) and the event-loop delay, and print both when the hub stops.
  */
 function instrument(store: { append: (...a: never[]) => Promise<unknown> }) {
   const { monitorEventLoopDelay } = require('node:perf_hooks') as typeof import('node:perf_hooks');
@@ -101,7 +114,8 @@ function instrument(store: { append: (...a: never[]) => Promise<unknown> }) {
   store.append = ((...a: never[]) => {
     const t = performance.now();
     const r = orig(...a);
-    appends.push(performance.now() - t);
+    const done = () => appends.push(performance.now() - t);
+    r.then(done, done);
     return r;
   }) as typeof store.append;
   return () => {

@@ -4,7 +4,7 @@ import { createServer, Socket, type Server } from 'node:net';
 import type { AddressInfo } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
 import { Backoff } from '../../agent/backoff.ts';
-import { Link, syncUrl } from '../../agent/link.ts';
+import { Link, MAX_AGENT_FRAME_BYTES, syncUrl } from '../../agent/link.ts';
 import { startHub, type TestHub } from '../kit/hub.ts';
 import { eventually } from '../kit/ws-client.ts';
 
@@ -158,5 +158,34 @@ describe('Link', () => {
     await eventually(() => welcomes === 1, 'a welcome from the second node', 5000);
     expect(downs).toHaveLength(1);
     expect(downs[0]).toMatch(/ECONNREFUSED/);
+  });
+
+  it('treats the hub as untrusted: a frame past its limit, or one that fails the schema, drops the link; it reconnects', async () => {
+    const { WebSocketServer } = await import('ws');
+    const wss = new WebSocketServer({ host: '127.0.0.1', port: 0 });
+    await new Promise((r) => wss.once('listening', r));
+    cleanups.push(() => new Promise<void>((r) => wss.close(() => r())));
+    let connections = 0;
+    wss.on('connection', (ws) => {
+      connections++;
+      ws.on('message', () => {
+        ws.send(JSON.stringify({ type: 'welcome', project: 'p', deviceId: 'd4', headSeq: 0 }));
+        // First connection: a frame larger than the agent reads; then one that is not a frame at all.
+        if (connections === 1) ws.send(Buffer.alloc(MAX_AGENT_FRAME_BYTES + 1, 32));
+        else if (connections === 2) ws.send(JSON.stringify({ type: 'events', events: [{ serverSeq: '1; DROP TABLE x' }], throughSeq: 1, headSeq: 1 }));
+      });
+    });
+    const port = (wss.address() as AddressInfo).port;
+    const link = new Link({ url: syncUrl(`ws://127.0.0.1:${port}`, 'p'), token: 't', deviceId: 'd4', afterSeq: () => 0, backoffBaseMs: 10, backoffCapMs: 50 });
+    cleanups.push(() => link.stop());
+    const downs: string[] = [];
+    const frames: unknown[] = [];
+    link.on('down', (d) => downs.push(d.reason));
+    link.on('events', (f) => frames.push(f));
+    link.start();
+    await eventually(() => connections >= 3, 'the link to reconnect after each bad frame', 10_000);
+    expect(downs[0]).toMatch(/max payload/i);
+    expect(downs.length).toBeGreaterThanOrEqual(2);
+    expect(frames).toEqual([]);
   });
 });

@@ -4,7 +4,7 @@
 // store_unavailable and those sockets were closed, again on every retry. Now such an event is rejected
 // alone (invalid_payload), and a push the store cannot take fails alone even inside a shared commit.
 import { afterEach, describe, expect, it } from 'vitest';
-import { GroupCommitter } from '../../hub/commit.ts';
+import { EarlierPushFailed, GroupCommitter, PushCancelled } from '../../hub/commit.ts';
 import { RejectReason } from '../../shared/errors.ts';
 import { MAX_PAYLOAD_DEPTH } from '../../shared/limits.ts';
 import { freshStoreLocation, openStoreAt, startHub, type TestHub } from '../kit/hub.ts';
@@ -82,6 +82,31 @@ describe('a poison event', () => {
       expect((await store.readAfter('p2', 0, 10)).map((e) => JSON.parse(e.json).deviceId)).toEqual(['c', 'c']);
       await committer.drain();
       expect(commits).toEqual([3, 2]);
+    } finally {
+      await heal();
+      await store.close();
+    }
+  });
+
+  it("never stores a device's later push when an earlier one of it failed, nor a push whose connection is gone", async () => {
+    // Found by the two-node PostgreSQL soak: a shared commit failed (connections killed), the one-by-one
+    // retry failed a device's push k and stored its push k+1: k then landed after k+1 on re-push.
+    const location = await freshStoreLocation();
+    const store = await openStoreAt(location);
+    await store.createProject('p1');
+    const heal = await failInsertsOf(location, 666);
+    const committer = new GroupCommitter(store, 20_000, () => {});
+    try {
+      const failing = committer.submit({ project: 'p1', deviceId: 'b', events: [makeEvent(1), makeEvent(666)] });
+      const later = committer.submit({ project: 'p1', deviceId: 'b', events: makeEvents(700, 2) });
+      const other = committer.submit({ project: 'p1', deviceId: 'c', events: makeEvents(1, 2) });
+      const gone = committer.submit({ project: 'p1', deviceId: 'd', events: makeEvents(1, 1) }, () => true);
+      const [f, l, o, g] = await Promise.allSettled([failing, later, other, gone]);
+      expect(f.status === 'rejected' && String(f.reason)).toMatch(/injected failure/);
+      expect(l.status === 'rejected' && l.reason).toBeInstanceOf(EarlierPushFailed);
+      expect(g.status === 'rejected' && g.reason).toBeInstanceOf(PushCancelled);
+      expect(o.status === 'fulfilled' && o.value.map((x) => x.seq)).toEqual([1, 2]);
+      expect((await store.readAfter('p1', 0, 10)).map((e) => JSON.parse(e.json).deviceId)).toEqual(['c', 'c']);
     } finally {
       await heal();
       await store.close();

@@ -126,7 +126,7 @@ export async function startHub(opts: StartHubOptions = {}): Promise<TestHub> {
   const port = await hub.listen();
   let closing: Promise<void> | null = null;
   return {
-    url: `ws://127.0.0.1:${port}`,
+    url: `${opts.options?.tls ? 'wss' : 'ws'}://127.0.0.1:${port}`,
     port,
     adminUrl: hub.adminPort === null ? '' : `http://127.0.0.1:${hub.adminPort}`,
     hub,
@@ -186,15 +186,15 @@ export interface SpawnedHub {
   stop(): Promise<ExitInfo>;
 }
 
-const LISTENING_RE = /listening on ws:\/\/([^\s:]+):(\d+)/;
+const LISTENING_RE = /listening on (wss?):\/\/([^\s:]+):(\d+)/;
 const DASHBOARD_RE = /dashboard: (http:\/\/\S+?)\//;
 
 /**
  * Run `synchub hub serve --port P --db F` (or `--postgres URL`) as a child process and wait for
  * its "listening on ws://HOST:PORT" line (which carries the bound port, also with port 0).
  */
-export async function spawnHub(dbPath: string, port = 0, opts: { timeoutMs?: number; env?: NodeJS.ProcessEnv } = {}): Promise<SpawnedHub> {
-  const args = ['hub', 'serve', '--port', String(port), '--host', '127.0.0.1', '--admin-port', '0', ...storeFlags(dbPath)];
+export async function spawnHub(dbPath: string, port = 0, opts: { timeoutMs?: number; env?: NodeJS.ProcessEnv; args?: string[] } = {}): Promise<SpawnedHub> {
+  const args = ['hub', 'serve', '--port', String(port), '--host', '127.0.0.1', '--admin-port', '0', ...storeFlags(dbPath), ...(opts.args ?? [])];
   const proc = spawn(process.execPath, [CLI_PATH, ...args], {
     cwd: REPO_ROOT,
     stdio: ['ignore', 'pipe', 'pipe'],
@@ -212,7 +212,7 @@ export async function spawnHub(dbPath: string, port = 0, opts: { timeoutMs?: num
     kill('SIGKILL');
     return exited;
   };
-  const bound = await new Promise<{ port: number; adminUrl: string }>((resolve, reject) => {
+  const bound = await new Promise<{ scheme: string; port: number; adminUrl: string }>((resolve, reject) => {
     const timeoutMs = opts.timeoutMs ?? 20_000;
     const timer = setTimeout(() => {
       kill('SIGKILL');
@@ -224,7 +224,7 @@ export async function spawnHub(dbPath: string, port = 0, opts: { timeoutMs?: num
       if (!m || !admin) return;
       clearTimeout(timer);
       proc.stdout!.off('data', onData);
-      resolve({ port: Number(m[2]), adminUrl: admin[1]! });
+      resolve({ scheme: m[1]!, port: Number(m[3]), adminUrl: admin[1]! });
     };
     proc.stdout!.on('data', onData);
     void exited.then((e) => {
@@ -233,7 +233,7 @@ export async function spawnHub(dbPath: string, port = 0, opts: { timeoutMs?: num
     });
   });
   return {
-    url: `ws://127.0.0.1:${bound.port}`,
+    url: `${bound.scheme}://127.0.0.1:${bound.port}`,
     port: bound.port,
     adminUrl: bound.adminUrl,
     pid: proc.pid!,

@@ -5,6 +5,7 @@
 import pg from 'pg';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { PostgresEventStore } from '../../hub/store/postgres.ts';
+import { MIGRATIONS } from '../../hub/store/postgres-schema.ts';
 import { ErrorCode } from '../../shared/errors.ts';
 import type { EventStore } from '../../hub/store/event-store.ts';
 import { freshStoreLocation, initHubDb, openStoreAt, removeTempDirs, runCli, spawnHub, startHub, type SpawnedHub, type TestHub } from '../kit/hub.ts';
@@ -139,7 +140,8 @@ describe('several hub nodes on one PostgreSQL', () => {
     const client = new pg.Client({ connectionString: url });
     await client.connect();
     try {
-      expect((await client.query('SELECT version FROM synchub_migrations')).rows).toEqual([{ version: 1 }]);
+      const applied = (await client.query('SELECT version FROM synchub_migrations ORDER BY version')).rows;
+      expect(applied).toEqual(MIGRATIONS.map((m) => ({ version: m.version })));
     } finally {
       await client.end();
       for (const s of stores) await s.close();
