@@ -66,6 +66,16 @@ async function stallingProxy(target: number): Promise<{ port: number; stall(): v
   return { port: (server.address() as AddressInfo).port, stall: () => (stalled = true), server };
 }
 
+/** Start a link, recording why it went down and how many welcomes it got. */
+function started(link: Link): { downs: string[]; welcomes: () => number } {
+  const downs: string[] = [];
+  let welcomes = 0;
+  link.on('down', (d) => downs.push(d.reason));
+  link.on('welcome', () => welcomes++);
+  link.start();
+  return { downs, welcomes: () => welcomes };
+}
+
 describe('Link', () => {
   let hub: TestHub;
 
@@ -84,12 +94,8 @@ describe('Link', () => {
       backoffCapMs: 50,
     });
     cleanups.push(() => link.stop());
-    const downs: string[] = [];
-    let welcomes = 0;
-    link.on('down', (d) => downs.push(d.reason));
-    link.on('welcome', () => welcomes++);
-    link.start();
-    await eventually(() => welcomes === 1, 'first welcome');
+    const { downs, welcomes } = started(link);
+    await eventually(() => welcomes() === 1, 'first welcome');
     const stalledAt = Date.now();
     proxy.stall();
     await eventually(() => downs.length > 0, 'the link to be declared dead', 5000);
@@ -150,12 +156,8 @@ describe('Link', () => {
       backoffCapMs: 50,
     });
     cleanups.push(() => link.stop());
-    const downs: string[] = [];
-    let welcomes = 0;
-    link.on('down', (d) => downs.push(d.reason));
-    link.on('welcome', () => welcomes++);
-    link.start();
-    await eventually(() => welcomes === 1, 'a welcome from the second node', 5000);
+    const { downs, welcomes } = started(link);
+    await eventually(() => welcomes() === 1, 'a welcome from the second node', 5000);
     expect(downs).toHaveLength(1);
     expect(downs[0]).toMatch(/ECONNREFUSED/);
   });
@@ -178,11 +180,9 @@ describe('Link', () => {
     const port = (wss.address() as AddressInfo).port;
     const link = new Link({ url: syncUrl(`ws://127.0.0.1:${port}`, 'p'), token: 't', deviceId: 'd4', afterSeq: () => 0, backoffBaseMs: 10, backoffCapMs: 50 });
     cleanups.push(() => link.stop());
-    const downs: string[] = [];
     const frames: unknown[] = [];
-    link.on('down', (d) => downs.push(d.reason));
     link.on('events', (f) => frames.push(f));
-    link.start();
+    const { downs } = started(link);
     await eventually(() => connections >= 3, 'the link to reconnect after each bad frame', 10_000);
     expect(downs[0]).toMatch(/max payload/i);
     expect(downs.length).toBeGreaterThanOrEqual(2);
