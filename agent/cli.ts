@@ -1,20 +1,64 @@
 // `synchub agent ...`: run the daemon, set up capture triggers, read status and conflicts.
 import { readFileSync } from 'node:fs';
 import { z } from 'zod';
-import { parseCommand, UsageError } from '../shared/cli.ts';
-import { createLogger } from '../shared/log.ts';
+import { countFlag, formatCommandList, parseCommand, UsageError, type CommandHelp } from '../shared/cli.ts';
+import { createLogger, defaultLogFormat, LogFormat, logLevelFlag } from '../shared/log.ts';
 import { PROJECT_NAME_RE } from '../shared/limits.ts';
 import { Agent } from './agent.ts';
 import { WriteQueueStopped } from './write-queue.ts';
 import { openAppDb, openAppDbReadonly, ensureSyncSchema, syncedTables, type Db } from './app-db.ts';
 import { readStatus, listConflicts } from './status.ts';
 import { installTriggers } from './triggers.ts';
+import { ProgressReporter } from './progress.ts';
+import { Tail } from './tail.ts';
 
-export const AGENT_USAGE = `  synchub agent init   --db <app.db> --tables <t1,t2,...>
-  synchub agent run    --db <app.db> --hub <ws-url> --project <project> [--tables t1,t2] [--token-file FILE] [--no-snapshot]
-                       (token from --token-file or the SYNCHUB_TOKEN environment variable)
-  synchub agent status --db <app.db> [--json]
-  synchub agent conflicts --db <app.db> [--json]`;
+/** Every `synchub agent ...` command, as `synchub agent --help` lists them and each `--help` shows. */
+export const AGENT_COMMANDS = {
+  init: {
+    usage: 'synchub agent init --db <app.db> --tables <t1,t2,...>',
+    summary: 'Create action_log and capture triggers that write it for every insert, update and delete on the tables.',
+    example: 'synchub agent init --db app.db --tables notes,tags',
+  },
+  run: {
+    usage: 'synchub agent run --db <app.db> --hub <ws-url> --project <project> [--tables t1,t2] [--token-file FILE] [--no-snapshot]',
+    summary: "Run the agent beside an app: push its outbox, apply the hub's stream, resume after any disconnect.",
+    details: [
+      '--hub URL         the hub (ws://host:8787 or wss://...); several hub nodes, comma-separated, are tried in turn',
+      '--tables LIST     tables to sync (default: every table with a TEXT primary key id)',
+      '--token-file F    file holding the token; or set SYNCHUB_TOKEN',
+      '--no-snapshot     with no cursor, replay the whole log instead of starting from a snapshot of the',
+      "                  hub's state (a hub whose log was compacted past the cursor needs a snapshot anyway)",
+      '--log-level L     debug|info|warn|error (default info); logs are JSON lines unless stderr is a terminal',
+      'A long catch-up or push shows a progress line in a terminal, and progress log lines otherwise.',
+    ].join('\n'),
+    example: 'SYNCHUB_TOKEN=$(cat device.token) synchub agent run --db app.db --hub ws://127.0.0.1:8787 --project notes',
+  },
+  status: {
+    usage: 'synchub agent status --db <app.db> [--json]',
+    summary: "A device's sync state: cursor, hub head, pending changes, connection, whether its agent runs.",
+    example: 'synchub agent status --db app.db --json',
+  },
+  conflicts: {
+    usage: 'synchub agent conflicts --db <app.db> [--json]',
+    summary: 'Conflicts recorded on a device: both versions of each row a remote change met a local one on.',
+    example: 'synchub agent conflicts --db app.db',
+  },
+  tail: {
+    usage: 'synchub agent tail --hub <ws-url> --project <project> [--after N] [--token-file FILE]',
+    summary: "Print a project's events, one JSON line each, as they commit (a read token is enough).",
+    details: [
+      '--hub URL         the hub (ws://host:8787 or wss://...); several hub nodes, comma-separated, are tried in turn',
+      '--after N         start after seq N (default 0: the whole retained log, then live events)',
+      '--token-file F    file holding the token; or set SYNCHUB_TOKEN',
+    ].join('\n'),
+    example: "SYNCHUB_TOKEN=$(cat read.token) synchub agent tail --hub ws://127.0.0.1:8787 --project notes | jq -c '{serverSeq, entityId}'",
+  },
+} satisfies Record<string, CommandHelp>;
+
+const AGENT_HELP = `usage: synchub agent <command> [flags]   (synchub agent <command> --help for one)\n\n${formatCommandList(Object.values(AGENT_COMMANDS))}\n`;
+
+const hubFlag = z.string().regex(/^wss?:\/\/\S+$/, 'expected a ws:// or wss:// URL');
+const projectFlag = z.string().regex(PROJECT_NAME_RE, 'invalid project name');
 
 const tablesFlag = z
   .string()
@@ -23,11 +67,16 @@ const tablesFlag = z
 
 export async function agentCli(argv: string[]): Promise<number | void> {
   const [cmd, ...rest] = argv;
+  if (cmd === undefined || cmd === '--help' || cmd === '-h' || cmd === 'help') {
+    process.stdout.write(AGENT_HELP);
+    return cmd === undefined ? 2 : 0;
+  }
   if (cmd === 'run') return run(rest);
+  if (cmd === 'tail') return tail(rest);
   if (cmd === 'init') return init(rest);
   if (cmd === 'status') return status(rest);
   if (cmd === 'conflicts') return conflicts(rest);
-  throw new UsageError(`unknown command: agent ${argv.join(' ')} (see: synchub help)`);
+  throw new UsageError(`unknown command: agent ${argv.join(' ')} (see: synchub agent --help)`);
 }
 
 function readToken(file: string | undefined): string {
@@ -79,26 +128,31 @@ function readTuning(): z.infer<typeof TuningSchema> {
 async function run(argv: string[]): Promise<number> {
   const f = parseCommand(
     argv,
-    { db: { type: 'string' }, hub: { type: 'string' }, project: { type: 'string' }, tables: { type: 'string' }, 'token-file': { type: 'string' }, 'no-snapshot': { type: 'boolean' } },
+    { db: { type: 'string' }, hub: { type: 'string' }, project: { type: 'string' }, tables: { type: 'string' }, 'token-file': { type: 'string' }, 'log-level': { type: 'string' }, 'no-snapshot': { type: 'boolean' } },
     z.object({
       db: z.string().min(1),
-      hub: z.string().regex(/^wss?:\/\/\S+$/, 'expected a ws:// or wss:// URL'),
-      project: z.string().regex(PROJECT_NAME_RE, 'invalid project name'),
+      hub: hubFlag,
+      project: projectFlag,
       tables: tablesFlag.optional(),
       'token-file': z.string().optional(),
+      'log-level': logLevelFlag.optional(),
       'no-snapshot': z.boolean().optional(),
       positionals: z.tuple([]),
     }),
+    AGENT_COMMANDS.run,
   );
   const token = readToken(f['token-file']);
   const tuning = readTuning();
-  const log = createLogger('synchub-agent');
+  const format = defaultLogFormat();
+  const log = createLogger('synchub-agent', f['log-level'], format);
   const agent = new Agent({ db: f.db, hub: f.hub, project: f.project, token, tables: f.tables, snapshot: !f['no-snapshot'], ...tuning }, log);
   agent.on('problem', (p) => log.warn(p, 'sync problem'));
+  const progress = new ProgressReporter(agent, { tty: format === LogFormat.Pretty, write: (t) => process.stderr.write(t), log });
   // Runs until a signal, or until something only a person can fix (the database file gone or damaged).
   const ended = new Promise<number>((resolve) => {
     const stop = (signal: string) => {
       log.info({ signal }, 'signal received');
+      progress.stop();
       agent.stop().then(
         () => resolve(0),
         (err) => {
@@ -110,6 +164,7 @@ async function run(argv: string[]): Promise<number> {
     process.once('SIGTERM', () => stop('SIGTERM'));
     process.once('SIGINT', () => stop('SIGINT'));
     agent.once('fatal', (err) => {
+      progress.stop();
       process.stderr.write(`synchub agent: ${err.message}\n`);
       resolve(1);
     });
@@ -119,14 +174,48 @@ async function run(argv: string[]): Promise<number> {
     await agent.start();
   } catch (err) {
     if (err instanceof WriteQueueStopped) return ended; // a signal arrived while starting
+    progress.stop();
     await agent.stop();
     throw err;
   }
   return ended;
 }
 
+async function tail(argv: string[]): Promise<number> {
+  const f = parseCommand(
+    argv,
+    { hub: { type: 'string' }, project: { type: 'string' }, after: { type: 'string' }, 'token-file': { type: 'string' }, 'log-level': { type: 'string' } },
+    z.object({
+      hub: hubFlag,
+      project: projectFlag,
+      after: countFlag.default(0),
+      'token-file': z.string().optional(),
+      'log-level': logLevelFlag.optional(),
+      positionals: z.tuple([]),
+    }),
+    AGENT_COMMANDS.tail,
+  );
+  const token = readToken(f['token-file']);
+  // stdout carries the events; the log (warnings by default) stays on stderr.
+  const log = createLogger('synchub-tail', f['log-level'] ?? process.env.SYNCHUB_LOG_LEVEL ?? 'warn');
+  const { pingIntervalMs, deadAfterMs, backoffBaseMs, backoffCapMs } = readTuning();
+  const t = new Tail({ hub: f.hub, project: f.project, token, after: f.after, out: process.stdout, log, pingIntervalMs, deadAfterMs, backoffBaseMs, backoffCapMs });
+  const stop = () => void t.stop();
+  process.once('SIGTERM', stop);
+  process.once('SIGINT', stop);
+  // A closed stdout (`| head`) ends the tail quietly.
+  process.stdout.on('error', stop);
+  t.start();
+  const err = await t.ended;
+  if (err) {
+    process.stderr.write(`synchub agent tail: ${err.code}: ${err.message}\n`);
+    return 1;
+  }
+  return 0;
+}
+
 async function init(argv: string[]): Promise<void> {
-  const f = parseCommand(argv, { db: { type: 'string' }, tables: { type: 'string' } }, z.object({ db: z.string().min(1), tables: tablesFlag, positionals: z.tuple([]) }));
+  const f = parseCommand(argv, { db: { type: 'string' }, tables: { type: 'string' } }, z.object({ db: z.string().min(1), tables: tablesFlag, positionals: z.tuple([]) }), AGENT_COMMANDS.init);
   const db = openAppDb(f.db);
   try {
     db.transaction(() => {
@@ -150,7 +239,7 @@ function openExisting(path: string): Db {
 }
 
 async function status(argv: string[]): Promise<void> {
-  const f = parseCommand(argv, { db: { type: 'string' }, json: { type: 'boolean' } }, z.object({ db: z.string().min(1), json: z.boolean().optional(), positionals: z.tuple([]) }));
+  const f = parseCommand(argv, { db: { type: 'string' }, json: { type: 'boolean' } }, z.object({ db: z.string().min(1), json: z.boolean().optional(), positionals: z.tuple([]) }), AGENT_COMMANDS.status);
   const db = openExisting(f.db);
   try {
     const s = readStatus(db);
@@ -168,7 +257,7 @@ async function status(argv: string[]): Promise<void> {
 }
 
 async function conflicts(argv: string[]): Promise<void> {
-  const f = parseCommand(argv, { db: { type: 'string' }, json: { type: 'boolean' } }, z.object({ db: z.string().min(1), json: z.boolean().optional(), positionals: z.tuple([]) }));
+  const f = parseCommand(argv, { db: { type: 'string' }, json: { type: 'boolean' } }, z.object({ db: z.string().min(1), json: z.boolean().optional(), positionals: z.tuple([]) }), AGENT_COMMANDS.conflicts);
   const db = openExisting(f.db);
   try {
     const rows = listConflicts(db);

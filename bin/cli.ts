@@ -1,8 +1,21 @@
-// `synchub`: one command line dispatching to the hub and the agent.
-import { runCli, UsageError } from '../shared/cli.ts';
-import { hubCli, HUB_USAGE } from '../hub/cli.ts';
+// `synchub`: one command line dispatching to the hub, the agent and the demo.
+import { formatCommandList, runCli, UsageError } from '../shared/cli.ts';
+import { VERSION } from '../shared/version.ts';
+import { hubCli, HUB_COMMANDS } from '../hub/cli.ts';
 
-const USAGE = `synchub — real-time sync hub and agent for SQLite apps\n\n${HUB_USAGE}\n`;
+async function usage(): Promise<string> {
+  const { AGENT_COMMANDS } = await import('../agent/cli.ts');
+  const { DEMO_HELP } = await import('./demo.ts');
+  return (
+    `synchub ${VERSION} — real-time sync hub and agent for SQLite apps\n\n` +
+    `usage: synchub <command> [flags]   (synchub <command> --help for one)\n\n` +
+    `hub (the server):\n${formatCommandList(Object.values(HUB_COMMANDS))}\n\n` +
+    `agent (beside each app):\n${formatCommandList(Object.values(AGENT_COMMANDS))}\n\n` +
+    `try it:\n${formatCommandList([DEMO_HELP])}\n\n` +
+    `Every flag can also come from its SYNCHUB_* variable (--admin-port = SYNCHUB_ADMIN_PORT); a flag beats its variable.\n` +
+    `synchub --version prints the version.\n`
+  );
+}
 
 await runCli(async () => {
   const [area, ...rest] = process.argv.slice(2);
@@ -11,9 +24,18 @@ await runCli(async () => {
     const { agentCli } = await import('../agent/cli.ts');
     return agentCli(rest);
   }
+  if (area === 'demo') {
+    const { demoCli } = await import('./demo.ts');
+    return demoCli(rest);
+  }
+  if (area === '--version' || area === '-v' || area === 'version') {
+    process.stdout.write(`${VERSION}\n`);
+    return 0;
+  }
   if (area === undefined || area === 'help' || area === '--help' || area === '-h') {
-    process.stdout.write(USAGE);
+    // Bare `synchub` is a usage error (exit 2) that still shows the commands.
+    process.stdout.write(await usage());
     return area === undefined ? 2 : 0;
   }
-  throw new UsageError(`unknown command ${JSON.stringify(area)}; run: synchub help`);
+  throw new UsageError(`unknown command ${JSON.stringify(area)}; run: synchub --help`);
 });

@@ -2,8 +2,8 @@
 import { existsSync } from 'node:fs';
 import { z } from 'zod';
 import { SyncError } from '../shared/errors.ts';
-import { parseCommand, portFlag, UsageError } from '../shared/cli.ts';
-import { createLogger, type Logger } from '../shared/log.ts';
+import { formatCommandList, parseCommand, portFlag, UsageError, type CommandHelp } from '../shared/cli.ts';
+import { createLogger, logLevelFlag, type Logger } from '../shared/log.ts';
 import { Hub } from './server.ts';
 import type { EventStore } from './store/event-store.ts';
 import { PostgresEventStore, redact } from './store/postgres.ts';
@@ -11,6 +11,7 @@ import { SqliteEventStore } from './store/sqlite.ts';
 import { assertProjectName, createToken } from './tokens.ts';
 
 const DEFAULT_DB = './data/hub.db';
+const DEFAULT_ADMIN_PORT = 9787;
 
 const storeFlags = { db: { type: 'string' }, postgres: { type: 'string' } } as const;
 const storeSchema = {
@@ -33,18 +34,75 @@ async function openStore(flags: { db?: string; postgres?: string }, create = fal
   return new SqliteEventStore(path);
 }
 
-const USAGE = `usage:
-  synchub hub serve [--port 8787] [--host 127.0.0.1] [--db ./data/hub.db | --postgres postgres://...] [--tls-cert F --tls-key F] [--retain-events N]
-  synchub hub project create <project> [--db ...]
-  synchub hub project list [--db ...]
-  synchub hub token create --project <project> [--role read|write|admin] [--db ...]
-  synchub hub token list --project <project> [--db ...]
-  synchub hub token revoke <token-id> [--db ...]
-  synchub hub compact --project <project> --keep-events N [--db ...]
-  synchub hub backup --to FILE [--db ...]`;
+/** Every `synchub hub ...` command, as `synchub hub --help` lists them and each `--help` shows. */
+export const HUB_COMMANDS = {
+  serve: {
+    usage: 'synchub hub serve [--port 8787] [--host 127.0.0.1] [--db ./data/hub.db | --postgres URL] [--admin-port 9787] [--admin-host 127.0.0.1] [--tls-cert FILE --tls-key FILE] [--retain-events N]',
+    summary: 'Run the hub: WebSocket sync on --port, health/metrics/status/dashboard on the admin listener.',
+    details: [
+      '--port N          public port (WebSocket sync, /healthz and /readyz); 0 picks a free one (default 8787)',
+      '--host H          public address (default 127.0.0.1; 0.0.0.0 for every interface)',
+      '--db FILE         the hub database, created if missing (default ./data/hub.db)',
+      '--postgres URL    a PostgreSQL store instead (postgres://...), shared by several hub nodes',
+      '--admin-port N    admin listener: /healthz /readyz /metrics /api/status and the dashboard at /;',
+      '                  0 picks a free port; default 9787, and when that is taken the hub warns and',
+      '                  serves without it, while an explicit port that cannot be bound is fatal',
+      '--admin-host H    admin address (default 127.0.0.1: it has no auth, keep it off public interfaces)',
+      '--tls-cert F      serve wss:// (and https) with this certificate (PEM; reloaded on SIGHUP)',
+      '--tls-key F       ...and this private key (PEM); the two go together',
+      '--retain-events N keep only the newest N events of each project (compacted every minute; the state',
+      '                  and the dedup keys stay, new devices bootstrap from a snapshot). SQLite store only',
+      '--log-level L     debug|info|warn|error (default info); logs are JSON lines unless stderr is a terminal',
+    ].join('\n'),
+    example: 'synchub hub serve --port 8787 --db /var/lib/synchub/hub.db --admin-port 9787',
+  },
+  'project create': {
+    usage: 'synchub hub project create <project> [--db ./data/hub.db | --postgres URL]',
+    summary: 'Create a project (letters, digits, . _ -; up to 100 characters).',
+    example: 'synchub hub project create notes --db /var/lib/synchub/hub.db',
+  },
+  'project list': {
+    usage: 'synchub hub project list [--db ./data/hub.db | --postgres URL]',
+    summary: 'List projects with their head seq.',
+    example: 'synchub hub project list --db /var/lib/synchub/hub.db',
+  },
+  'token create': {
+    usage: 'synchub hub token create --project <project> [--role read|write|admin] [--db ./data/hub.db | --postgres URL]',
+    summary: 'Create a token for a project and print it once on stdout (read: stream only; write: push too).',
+    example: 'synchub hub token create --project notes --role write --db /var/lib/synchub/hub.db > device.token',
+  },
+  'token list': {
+    usage: 'synchub hub token list --project <project> [--db ./data/hub.db | --postgres URL]',
+    summary: "List a project's tokens (ids and roles, never the tokens).",
+    example: 'synchub hub token list --project notes --db /var/lib/synchub/hub.db',
+  },
+  'token revoke': {
+    usage: 'synchub hub token revoke <token-id> [--db ./data/hub.db | --postgres URL]',
+    summary: 'Revoke a token by its id (from token list).',
+    example: 'synchub hub token revoke 0123456789abcdef --db /var/lib/synchub/hub.db',
+  },
+  compact: {
+    usage: 'synchub hub compact --project <project> --keep-events N [--db ./data/hub.db]',
+    summary: "Drop a project's log events older than the newest N, keeping its state and the dedup keys (safe while the hub serves).",
+    details: 'A device whose cursor is older is told cursor_too_old and bootstraps again by itself. The file shrinks on VACUUM (or in a backup).',
+    example: 'synchub hub compact --project notes --keep-events 100000 --db /var/lib/synchub/hub.db',
+  },
+  backup: {
+    usage: 'synchub hub backup --to FILE [--db ./data/hub.db]',
+    summary: 'Write a consistent copy of the hub database to one new file (no -wal beside it) while the hub serves.',
+    details: 'To restore: stop the hub, copy the file over the database (remove hub.db-wal and hub.db-shm), start the hub.',
+    example: 'synchub hub backup --to /backups/hub-2026-11-28.db --db /var/lib/synchub/hub.db',
+  },
+} satisfies Record<string, CommandHelp>;
+
+const HUB_HELP = `usage: synchub hub <command> [flags]   (synchub hub <command> --help for one)\n\n${formatCommandList(Object.values(HUB_COMMANDS))}\n`;
 
 export async function hubCli(argv: string[]): Promise<number | void> {
   const [cmd, sub, ...rest] = argv;
+  if (cmd === undefined || cmd === '--help' || cmd === '-h' || cmd === 'help') {
+    process.stdout.write(HUB_HELP);
+    return cmd === undefined ? 2 : 0;
+  }
   if (cmd === 'serve') return serve([sub, ...rest].filter((a): a is string => a !== undefined));
   if (cmd === 'project' && sub === 'create') return projectCreate(rest);
   if (cmd === 'project' && sub === 'list') return projectList(rest);
@@ -53,19 +111,30 @@ export async function hubCli(argv: string[]): Promise<number | void> {
   if (cmd === 'token' && sub === 'revoke') return tokenRevoke(rest);
   if (cmd === 'compact') return compact([sub, ...rest].filter((a): a is string => a !== undefined));
   if (cmd === 'backup') return backup([sub, ...rest].filter((a): a is string => a !== undefined));
-  throw new UsageError(`unknown command: hub ${argv.join(' ')}\n${USAGE}`.split('\n')[0] + ` (see: synchub help)`);
+  throw new UsageError(`unknown command: hub ${argv.join(' ')} (see: synchub hub --help)`);
 }
-
-export { USAGE as HUB_USAGE };
 
 async function serve(argv: string[]): Promise<void> {
   const flags = parseCommand(
     argv,
-    { port: { type: 'string' }, host: { type: 'string' }, 'tls-cert': { type: 'string' }, 'tls-key': { type: 'string' }, 'retain-events': { type: 'string' }, ...storeFlags },
+    {
+      port: { type: 'string' },
+      host: { type: 'string' },
+      'admin-port': { type: 'string' },
+      'admin-host': { type: 'string' },
+      'log-level': { type: 'string' },
+      'tls-cert': { type: 'string' },
+      'tls-key': { type: 'string' },
+      'retain-events': { type: 'string' },
+      ...storeFlags,
+    },
     z
       .object({
         port: portFlag.default(8787),
         host: z.string().min(1).default('127.0.0.1'),
+        'admin-port': portFlag.optional(),
+        'admin-host': z.string().min(1).default('127.0.0.1'),
+        'log-level': logLevelFlag.optional(),
         'tls-cert': z.string().min(1).optional(),
         'tls-key': z.string().min(1).optional(),
         'retain-events': countFlag.optional(),
@@ -73,19 +142,40 @@ async function serve(argv: string[]): Promise<void> {
         positionals: z.array(z.string()).max(0),
       })
       .refine((f) => (f['tls-cert'] === undefined) === (f['tls-key'] === undefined), { message: '--tls-cert and --tls-key go together', path: ['tls-cert'] }),
+    HUB_COMMANDS.serve,
   );
   const tls = flags['tls-cert'] && flags['tls-key'] ? { certFile: flags['tls-cert'], keyFile: flags['tls-key'] } : null;
   for (const file of tls ? [tls.certFile, tls.keyFile] : []) if (!existsSync(file)) throw new UsageError(`no such file: ${file}`);
-  const log = createLogger('synchub-hub');
+  const log = createLogger('synchub-hub', flags['log-level']);
   const store = await openStore(flags, true, log);
-  const hub = new Hub(store, { port: flags.port, host: flags.host, tls, retainEvents: flags['retain-events'] }, log);
+  const hub = new Hub(
+    store,
+    {
+      port: flags.port,
+      host: flags.host,
+      tls,
+      retainEvents: flags['retain-events'],
+      // Not given: the default port, and another hub on this machine may hold it (a warning, not a failure).
+      adminPort: flags['admin-port'] ?? DEFAULT_ADMIN_PORT,
+      adminPortOptional: flags['admin-port'] === undefined,
+      adminHost: flags['admin-host'],
+    },
+    log,
+  );
   // A renewed certificate is picked up without a restart.
   process.on('SIGHUP', () => hub.reloadTls());
-  const port = await hub.listen();
+  let port: number;
+  try {
+    port = await hub.listen();
+  } catch (err) {
+    await store.close();
+    throw err;
+  }
   const db = flags.postgres !== undefined ? `--postgres ${redact(flags.postgres)}` : `--db ${flags.db ?? DEFAULT_DB}`;
+  const admin = hub.adminPort === null ? null : `http://${flags['admin-host']}:${hub.adminPort}`;
   process.stdout.write(
     `synchub hub listening on ${tls ? 'wss' : 'ws'}://${flags.host}:${port}  (store: ${db})\n` +
-      `  health:  ${tls ? 'https' : 'http'}://${flags.host}:${port}/healthz   metrics: ${tls ? 'https' : 'http'}://${flags.host}:${port}/metrics\n` +
+      (admin ? `  dashboard: ${admin}/   metrics: ${admin}/metrics   ready: ${admin}/readyz\n` : `  admin listener: off (port taken; pick one with --admin-port)\n`) +
       `  connect: npx synchub hub project create myproj ${db}\n` +
       `           npx synchub hub token create --project myproj ${db} > token.txt\n` +
       `           npx synchub agent run --db app.db --hub ws://${flags.host}:${port} --project myproj --token-file token.txt\n`,
@@ -103,13 +193,6 @@ async function serve(argv: string[]): Promise<void> {
     process.once('SIGINT', () => stop('SIGINT'));
   });
 }
-
-/** A count given on the command line as text: a whole number >= 0. */
-const countFlag = z
-  .string()
-  .regex(/^\d+$/, 'must be a whole number >= 0')
-  .transform(Number)
-  .pipe(z.number().int().nonnegative().safe());
 
 const projectArg = z.string().superRefine((name, ctx) => {
   try {
@@ -129,14 +212,14 @@ async function withStore<T>(flags: { db?: string; postgres?: string }, fn: (stor
 }
 
 async function projectCreate(argv: string[]): Promise<void> {
-  const f = parseCommand(argv, storeFlags, z.object({ ...storeSchema, positionals: z.tuple([projectArg]) }));
+  const f = parseCommand(argv, storeFlags, z.object({ ...storeSchema, positionals: z.tuple([projectArg]) }), HUB_COMMANDS['project create']);
   const name = f.positionals[0];
   await withStore(f, (s) => s.createProject(name), true);
   process.stdout.write(`created project ${name}\n`);
 }
 
 async function projectList(argv: string[]): Promise<void> {
-  const f = parseCommand(argv, storeFlags, z.object({ ...storeSchema, positionals: z.tuple([]) }));
+  const f = parseCommand(argv, storeFlags, z.object({ ...storeSchema, positionals: z.tuple([]) }), HUB_COMMANDS['project list']);
   const projects = await withStore(f, (s) => s.listProjects());
   for (const p of projects) process.stdout.write(`${p.name}\thead=${p.headSeq}\tcreated=${p.createdAt}\n`);
 }
@@ -146,6 +229,7 @@ async function tokenCreate(argv: string[]): Promise<void> {
     argv,
     { project: { type: 'string' }, role: { type: 'string' }, ...storeFlags },
     z.object({ project: projectArg, role: z.enum(['read', 'write', 'admin']).default('write'), ...storeSchema, positionals: z.tuple([]) }),
+    HUB_COMMANDS['token create'],
   );
   const { token, record } = await withStore(f, (s) => createToken(s, f.project, f.role));
   // The token on stdout alone (so `> token.txt` works); the rest on stderr.
@@ -154,7 +238,7 @@ async function tokenCreate(argv: string[]): Promise<void> {
 }
 
 async function tokenList(argv: string[]): Promise<void> {
-  const f = parseCommand(argv, { project: { type: 'string' }, ...storeFlags }, z.object({ project: projectArg, ...storeSchema, positionals: z.tuple([]) }));
+  const f = parseCommand(argv, { project: { type: 'string' }, ...storeFlags }, z.object({ project: projectArg, ...storeSchema, positionals: z.tuple([]) }), HUB_COMMANDS['token list']);
   const tokens = await withStore(f, async (s) => {
     // An unknown project is bad input (a typo), not an empty list.
     if (!(await s.projectExists(f.project))) throw new SyncError('unknown_project', `project ${f.project} does not exist`);
@@ -166,7 +250,7 @@ async function tokenList(argv: string[]): Promise<void> {
 }
 
 async function tokenRevoke(argv: string[]): Promise<number | void> {
-  const f = parseCommand(argv, storeFlags, z.object({ ...storeSchema, positionals: z.tuple([z.string().regex(/^[0-9a-f]{16}$/, 'expected a token id (16 hex digits)')]) }));
+  const f = parseCommand(argv, storeFlags, z.object({ ...storeSchema, positionals: z.tuple([z.string().regex(/^[0-9a-f]{16}$/, 'expected a token id (16 hex digits)')]) }), HUB_COMMANDS['token revoke']);
   const id = f.positionals[0];
   const found = await withStore(f, (s) => s.revokeToken(id, new Date().toISOString()));
   if (!found) {
@@ -176,11 +260,19 @@ async function tokenRevoke(argv: string[]): Promise<number | void> {
   process.stdout.write(`revoked token ${id}\n`);
 }
 
+/** A count given on the command line as text: a whole number >= 0. */
+const countFlag = z
+  .string()
+  .regex(/^\d+$/, 'must be a whole number >= 0')
+  .transform(Number)
+  .pipe(z.number().int().nonnegative().safe());
+
 async function compact(argv: string[]): Promise<void> {
   const f = parseCommand(
     argv,
     { project: { type: 'string' }, 'keep-events': { type: 'string' }, ...storeFlags },
     z.object({ project: projectArg, 'keep-events': countFlag, ...storeSchema, positionals: z.tuple([]) }),
+    HUB_COMMANDS.compact,
   );
   const r = await withStore(f, async (s) => {
     if (!s.compact) throw new SyncError('unsupported', 'compaction is not available on this store');
@@ -191,9 +283,9 @@ async function compact(argv: string[]): Promise<void> {
 }
 
 async function backup(argv: string[]): Promise<void> {
-  const f = parseCommand(argv, { to: { type: 'string' }, ...storeFlags }, z.object({ to: z.string().min(1), ...storeSchema, positionals: z.tuple([]) }));
+  const f = parseCommand(argv, { to: { type: 'string' }, ...storeFlags }, z.object({ to: z.string().min(1), ...storeSchema, positionals: z.tuple([]) }), HUB_COMMANDS.backup);
   await withStore(f, async (s) => {
-    if (!s.backup) throw new SyncError('unsupported', 'hub backup is not available on this store (use the database\'s own backup tools)');
+    if (!s.backup) throw new SyncError('unsupported', "hub backup is not available on this store (use the database's own backup tools)");
     await s.backup(f.to);
   });
   process.stdout.write(`backed up to ${f.to}\n`);

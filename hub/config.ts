@@ -63,6 +63,21 @@ export const HubOptionsSchema = z.object({
   revocationCheckMs: z.number().int().positive().default(500),
   /** Upper bound of events in one group commit, so one transaction never holds the writer long. */
   commitMaxEvents: z.number().int().positive().default(20_000),
+  /**
+   * The admin listener (health, readiness, metrics, status, dashboard): never on the public port,
+   * and off (null) unless asked for, so an embedded hub or a test hub opens nothing extra.
+   * 0 picks a free port. The CLI asks for 9787.
+   */
+  adminPort: z.number().int().min(0).max(65535).nullable().default(null),
+  /** Loopback by default: the admin listener has no auth. */
+  adminHost: z.string().min(1).default('127.0.0.1'),
+  /**
+   * When adminPort is taken: false (an explicit port) fails listen(); true (the CLI's default
+   * port, taken by another hub on the same machine) logs a warning and serves without it.
+   */
+  adminPortOptional: z.boolean().default(false),
+  /** How often the admin listener samples counters for events/s; 300 samples are kept (5 minutes at 1 s). */
+  statusSampleMs: z.number().int().positive().default(1000),
 });
 export type HubOptions = z.infer<typeof HubOptionsSchema>;
 export type HubOptionsInput = z.input<typeof HubOptionsSchema>;

@@ -37,6 +37,8 @@ export interface ConnectionDeps {
   channel: (project: string) => Promise<ProjectChannel>;
   /** True once the hub is shutting down: new frames are ignored (unacked pushes are re-sent by clients). */
   stopping: () => boolean;
+  /** A connection is being closed with an error frame (for the dashboard's recent errors). */
+  onError?: (e: { code: string; message: string; project: string; deviceId: string }) => void;
 }
 
 export class Connection implements Subscriber {
@@ -62,6 +64,9 @@ export class Connection implements Subscriber {
   private readonly bucket: EventBucket;
   private resumeTimer: NodeJS.Timeout | null = null;
   private helloTimer: NodeJS.Timeout;
+  /** For the admin listener's status. */
+  readonly connectedSince = new Date().toISOString();
+  readonly address: string;
 
   constructor(
     private readonly ws: WebSocket,
@@ -76,6 +81,8 @@ export class Connection implements Subscriber {
     private readonly deps: ConnectionDeps,
   ) {
     this.log = deps.log.child({ project });
+    const remote = socket as Duplex & { remoteAddress?: string; remotePort?: number };
+    this.address = remote.remoteAddress?.includes(':') ? `[${remote.remoteAddress}]:${remote.remotePort}` : `${remote.remoteAddress}:${remote.remotePort}`;
     this.flow = new FlowControl(deps.options.maxFrameBytes, deps.options.highWaterBytes);
     const { maxEventsPerSecond, maxBatchEvents, floodMs } = deps.options;
     this.bucket = new EventBucket(maxEventsPerSecond, Math.max(maxEventsPerSecond, maxBatchEvents), floodMs, performance.now());
@@ -222,6 +229,12 @@ export class Connection implements Subscriber {
     this.send(JSON.stringify({ type: 'ack', batch, acks, rejected }));
   }
 
+  /** For the admin listener: the last seq sent, and the bytes queued in the socket; null before welcome. */
+  streamState(): { cursor: number; bytesBuffered: number } | null {
+    if (this.state !== ConnState.Streaming) return null;
+    return { cursor: this.cursor, bytesBuffered: this.ws.bufferedAmount };
+  }
+
   /** Send what the cursor has not seen, until caught up or the device is as far behind as it may be. */
   wake(): void {
     if (this.pumping) {
@@ -321,6 +334,7 @@ export class Connection implements Subscriber {
   fail(code: string, message: string, closeCode: number = CloseCode.PolicyViolation, terminate = false): void {
     if (this.isClosed()) return;
     this.deps.metrics.errors.inc({ code });
+    this.deps.onError?.({ code, message, project: this.project, deviceId: this.deviceId });
     this.log.warn({ code, message }, 'closing connection');
     if (!terminate) this.send(JSON.stringify({ type: 'error', code, message }));
     this.detach();

@@ -1,5 +1,6 @@
 // The hub: an HTTP server whose upgrade handler authenticates before any socket
-// exists, then hands each socket to a Connection. Also /healthz, /readyz and /metrics.
+// exists, then hands each socket to a Connection. Also /healthz and /readyz (for a load
+// balancer's checks); everything else for operators is on the admin listener (admin.ts).
 import { readFileSync } from 'node:fs';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { createServer as createTlsServer, type Server as TlsServer } from 'node:https';
@@ -8,12 +9,15 @@ import type { Duplex } from 'node:stream';
 import { WebSocketServer } from 'ws';
 import { ErrorCode } from '../shared/errors.ts';
 import { silentLogger, type Logger } from '../shared/log.ts';
+import { VERSION } from '../shared/version.ts';
+import { AdminServer } from './admin.ts';
 import { HubOptionsSchema, type HubOptions, type HubOptionsInput } from './config.ts';
 import { AuthFailureLimiter, TokenConnections } from './admission.ts';
 import { GroupCommitter } from './commit.ts';
 import { Connection } from './connection.ts';
 import { ProjectChannel } from './fanout.ts';
-import { createMetrics, type HubMetrics } from './metrics.ts';
+import { createMetrics, type HubMetrics, type ProjectFigures } from './metrics.ts';
+import { StatusBoard, type DeviceStatus } from './status.ts';
 import type { EventStore } from './store/event-store.ts';
 import { Retention } from './retention.ts';
 import { authenticate } from './tokens.ts';
@@ -37,6 +41,16 @@ function bearerFromSubprotocols(header: string | undefined): string | undefined 
 
 const STATUS_TEXT: Record<number, string> = { 401: 'Unauthorized', 403: 'Forbidden', 404: 'Not Found', 429: 'Too Many Requests', 503: 'Service Unavailable' };
 
+/** What /readyz answers (200 when `ready`, else 503). */
+export interface Readiness {
+  ready: boolean;
+  /** Why not ready: `shutting_down` or `store_unavailable: ...`; null when ready. */
+  reason: string | null;
+  stopping: boolean;
+  /** The store is reachable and can take a commit. */
+  store: boolean;
+}
+
 export class Hub {
   readonly options: HubOptions;
   readonly metrics: HubMetrics;
@@ -54,6 +68,8 @@ export class Hub {
   private readonly tokenConnections = new TokenConnections();
   private checkingRevocations = false;
   private stopping = false;
+  private readonly board: StatusBoard;
+  private readonly admin: AdminServer | null;
 
   constructor(
     readonly store: EventStore,
@@ -62,10 +78,30 @@ export class Hub {
   ) {
     this.options = HubOptionsSchema.parse(options);
     this.authFailures = new AuthFailureLimiter(this.options.maxAuthFailuresPerMinute);
-    this.metrics = createMetrics();
+    this.metrics = createMetrics(() => this.figures());
+    this.board = new StatusBoard(
+      {
+        version: VERSION,
+        metrics: this.metrics,
+        figures: () => this.figures(),
+        devices: () => this.devices(),
+        connections: () => this.connections.size,
+        readiness: () => this.readiness(),
+      },
+      this.options.statusSampleMs,
+    );
+    const { adminPort, adminHost, adminPortOptional } = this.options;
+    this.admin =
+      adminPort === null
+        ? null
+        : new AdminServer(
+            { metrics: this.metrics, board: this.board, readiness: () => this.readiness(), stopping: () => this.stopping, log },
+            { host: adminHost, port: adminPort, optional: adminPortOptional },
+          );
     this.committer = new GroupCommitter(store, this.options.commitMaxEvents, (committed, ms, count) => {
       this.metrics.commits.observe(ms / 1000);
       this.metrics.eventsCommitted.inc(count);
+      for (const [project, events] of committed) this.metrics.projectEventsCommitted.inc({ project }, events.length);
       // Synchronously, before any reader can look at the store again: a channel's head
       // is never behind what a reader could fetch. The channel exists: the pushing
       // connection awaited it before its first push.
@@ -108,12 +144,22 @@ export class Hub {
     }
   }
 
-  /** Listen; resolves with the bound port (useful with port 0). */
+  /**
+   * Listen on the public port, then the admin port (when configured); resolves with the bound
+   * public port (useful with port 0). An admin port that cannot be bound fails the whole start,
+   * unless it is the optional default (see HubOptions.adminPortOptional).
+   */
   async listen(): Promise<number> {
     await new Promise<void>((resolve, reject) => {
       this.http.once('error', reject);
       this.http.listen(this.options.port, this.options.host, () => resolve());
     });
+    try {
+      await this.admin?.listen();
+    } catch (err) {
+      await new Promise<void>((resolve) => this.http.close(() => resolve()));
+      throw err;
+    }
     this.pingTimer = setInterval(() => {
       for (const c of this.connections) c.ping();
     }, this.options.pingIntervalMs);
@@ -153,6 +199,68 @@ export class Hub {
     return port;
   }
 
+  /** The admin listener's bound port; null when there is none (not configured, or the default port was taken). */
+  get adminPort(): number | null {
+    return this.admin?.port ?? null;
+  }
+
+  /**
+   * Ready for traffic: not shutting down, and the store reachable (PostgreSQL: its LISTEN link up)
+   * and able to take a commit now (SQLite: its file there and its write lock free). /readyz on
+   * both listeners answers this.
+   */
+  async readiness(): Promise<Readiness> {
+    let store = this.store.isReady?.() ?? true;
+    let reason: string | null = store ? null : 'store_unavailable: the store cannot be reached';
+    if (store) {
+      try {
+        await this.store.ping?.();
+      } catch (err) {
+        store = false;
+        reason = `store_unavailable: ${(err as Error).message}`;
+      }
+    }
+    if (this.stopping) reason = 'shutting_down';
+    return { ready: store && !this.stopping, reason, stopping: this.stopping, store };
+  }
+
+  /** Every streaming device, by project, with how far behind the head it is. */
+  private devices(): Map<string, DeviceStatus[]> {
+    const out = new Map<string, DeviceStatus[]>();
+    for (const c of this.connections) {
+      const s = c.streamState();
+      if (!s) continue;
+      const head = this.channels.get(c.project)?.head ?? s.cursor;
+      const list = out.get(c.project) ?? [];
+      list.push({ deviceId: c.deviceId, cursor: s.cursor, lag: Math.max(0, head - s.cursor), address: c.address, connectedSince: c.connectedSince, bytesBuffered: s.bytesBuffered });
+      out.set(c.project, list);
+    }
+    return out;
+  }
+
+  /** Per project: the figures /metrics gauges and /api/status both report. Every project in the store, or the open ones when it cannot be read. */
+  private async figures(): Promise<ProjectFigures[]> {
+    const heads = new Map<string, number>();
+    try {
+      for (const p of await this.store.listProjects()) heads.set(p.name, p.headSeq);
+    } catch {
+      // The store is down (readiness says so); what the hub holds in memory is still worth showing.
+    }
+    // An open channel's head is the live one (the store's row may lag a commit in flight).
+    for (const [project, ch] of this.channels) heads.set(project, ch.head);
+    const devices = this.devices();
+    return [...heads].map(([project, headSeq]) => {
+      const list = devices.get(project) ?? [];
+      return {
+        project,
+        headSeq,
+        devices: list.length,
+        maxLagEvents: list.reduce((m, d) => Math.max(m, d.lag), 0),
+        bytesBuffered: list.reduce((n, d) => n + d.bytesBuffered, 0),
+      };
+    });
+  }
+
   /** The channel of a project, created on first use with the head from the store. */
   private async channel(project: string): Promise<ProjectChannel> {
     const ready = this.channels.get(project);
@@ -180,12 +288,10 @@ export class Hub {
       res.writeHead(this.stopping ? 503 : 200, { 'content-type': 'application/json' });
       res.end(JSON.stringify({ ok: !this.stopping, connections: this.connections.size }));
     } else if (req.method === 'GET' && path === '/readyz') {
-      const ready = this.ready();
-      res.writeHead(ready ? 200 : 503, { 'content-type': 'application/json' });
-      res.end(JSON.stringify({ ready, stopping: this.stopping, store: this.store.isReady?.() ?? true }));
-    } else if (req.method === 'GET' && path === '/metrics') {
-      res.writeHead(200, { 'content-type': this.metrics.registry.contentType });
-      res.end(await this.metrics.registry.metrics());
+      // Also here, not only on the admin listener: a load balancer checks the port it routes to.
+      const r = await this.readiness();
+      res.writeHead(r.ready ? 200 : 503, { 'content-type': 'application/json' });
+      res.end(JSON.stringify(r));
     } else {
       res.writeHead(404, { 'content-type': 'application/json' });
       res.end(JSON.stringify({ error: 'not_found' }));
@@ -210,11 +316,6 @@ export class Hub {
     } finally {
       this.checkingRevocations = false;
     }
-  }
-
-  /** Ready for traffic: not shutting down, and the store reachable (with PostgreSQL: the LISTEN link up). */
-  ready(): boolean {
-    return !this.stopping && (this.store.isReady?.() ?? true);
   }
 
   private async onUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): Promise<void> {
@@ -278,6 +379,7 @@ export class Hub {
         log: this.log,
         channel: (p) => this.channel(p),
         stopping: () => this.stopping,
+        onError: (e) => this.board.recordError(e),
       });
       this.connections.add(conn);
       this.metrics.connections.inc();
@@ -313,6 +415,8 @@ export class Hub {
     this.http.closeAllConnections?.();
     await httpClosed;
     await this.store.close();
+    // Last: /readyz answers 503 for the whole shutdown.
+    await this.admin?.close();
     this.log.info('hub stopped');
   }
 }

@@ -131,6 +131,11 @@ export interface EventStore {
   watchCommits?(watcher: CommitWatcher): void;
   /** False while the store cannot be reached (readyz answers 503). Absent: always ready. */
   isReady?(): boolean;
+  /**
+   * Rejects when the store could not take a commit now (its file gone, its write lock held by
+   * another process); answers at once, without waiting for a lock. For /readyz. Absent: as isReady.
+   */
+  ping?(): Promise<void>;
 
   close(): Promise<void>;
 }

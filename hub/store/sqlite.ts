@@ -1,6 +1,6 @@
 // EventStore on an embedded SQLite file: the default, one hub process owns the file.
 import Database from 'better-sqlite3';
-import { existsSync, mkdirSync, renameSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, renameSync, rmSync, statSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { chainDigest, EMPTY_DIGEST } from '../../shared/digest.ts';
 import { SyncError } from '../../shared/errors.ts';
@@ -70,10 +70,15 @@ export class SqliteEventStore implements EventStore {
   private readonly heads = new Map<string, { seq: number; digest: string }>();
   private readonly stmt;
   private readonly state: EntityStateWriter;
+  /** The file's identity at open: a file deleted or replaced under the hub is a store gone. */
+  private readonly inode: number | null;
+  /** A second connection that never waits for a lock (see ping); opened on first use. */
+  private probe: Database.Database | null = null;
 
-  constructor(path: string) {
+  constructor(private readonly path: string) {
     if (path !== ':memory:') mkdirSync(dirname(path), { recursive: true });
     this.db = new Database(path);
+    this.inode = path === ':memory:' ? null : statSync(path).ino;
     // WAL + synchronous=FULL: a commit is on disk (fsynced WAL) before we ack it.
     this.db.pragma('journal_mode = WAL');
     this.db.pragma('synchronous = FULL');
@@ -303,7 +308,30 @@ export class SqliteEventStore implements EventStore {
     return owner === tokenId;
   }
 
+  async ping(): Promise<void> {
+    if (!this.db.open) throw new SyncError('store_unavailable', 'the store is closed');
+    if (this.inode === null) return;
+    let ino: number;
+    try {
+      ino = statSync(this.path).ino;
+    } catch {
+      throw new SyncError('store_unavailable', `the database file ${this.path} is gone`);
+    }
+    if (ino !== this.inode) throw new SyncError('store_unavailable', `the database file ${this.path} was replaced`);
+    // Take and release the write lock without waiting: our own commits run on this thread, so a
+    // lock held now is another process's, and our next commit would wait busy_timeout and fail.
+    // A separate connection, because the main one waits up to 5 s and would block the event loop.
+    this.probe ??= new Database(this.path, { timeout: 0 });
+    try {
+      this.probe.exec('BEGIN IMMEDIATE; ROLLBACK');
+    } catch (err) {
+      if (this.probe.inTransaction) this.probe.exec('ROLLBACK');
+      throw new SyncError('store_unavailable', `the database cannot take a write now: ${(err as Error).message}`);
+    }
+  }
+
   async close(): Promise<void> {
+    if (this.probe?.open) this.probe.close();
     if (this.db.open) this.db.close();
   }
 }

@@ -5,7 +5,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { CloseCode, ErrorCode } from '../../shared/errors.ts';
 import { syncPath } from '../../shared/protocol.ts';
 import { connectionCount, metricValue, startHub, type TestHub } from '../kit/hub.ts';
-import { closeAllClients, makeEvent, SyncClient, upgradeRefusal } from '../kit/ws-client.ts';
+import { closeAllClients, eventually, makeEvent, SyncClient, upgradeRefusal } from '../kit/ws-client.ts';
 
 let h: TestHub;
 beforeEach(async () => {
@@ -162,20 +162,18 @@ describe('HTTP endpoints', () => {
     expect(await res.json()).toEqual({ ok: true, connections: 1 });
   });
 
-  it('/metrics answers in the Prometheus text format with the hub counters', async () => {
-    const c = await SyncClient.open(h.url, 'p1', h.token, 'dev-a');
-    await c.push(1, [makeEvent(1), makeEvent(2)]);
-    const res = await fetch(httpUrl('/metrics'));
+  it('/readyz answers 200 with the readiness, for a load balancer', async () => {
+    // With PostgreSQL a hub is ready once its LISTEN connection is up, a moment after listen().
+    await eventually(async () => (await fetch(httpUrl('/readyz'))).status === 200, 'the hub to be ready');
+    const res = await fetch(httpUrl('/readyz'));
     expect(res.status).toBe(200);
-    expect(res.headers.get('content-type')).toMatch(/^text\/plain/);
-    const text = await res.text();
-    expect(text).toMatch(/^synchub_events_committed_total 2$/m);
-    expect(text).toMatch(/^synchub_connections 1$/m);
-    expect(text).toMatch(/^synchub_pushes_total 1$/m);
+    expect(await res.json()).toEqual({ ready: true, reason: null, stopping: false, store: true });
   });
 
   it('other plain HTTP paths get 404', async () => {
     expect((await fetch(httpUrl('/nope'))).status).toBe(404);
+    // Everything else for operators lives on the admin listener only (test/hub/admin.test.ts).
+    for (const path of ['/metrics', '/api/status', '/']) expect((await fetch(httpUrl(path))).status, path).toBe(404);
     expect((await fetch(httpUrl('/v1/projects/p1/sync'))).status).toBe(404);
   });
 });

@@ -99,6 +99,10 @@ export class AppWriter {
     return Number(r.lastInsertRowid);
   }
 
+  // Every change takes the write lock up front (BEGIN IMMEDIATE), as an app sharing its database
+  // should: a deferred transaction that reads and then writes fails at once with SQLITE_BUSY
+  // (busy_timeout does not apply) when the agent commits between the read and the write.
+
   /** Insert or overwrite a full row (upsert), logged as `create`. */
   create(table: string, row: Row, ts = new Date().toISOString()): number {
     return this.db.transaction(() => {
@@ -111,7 +115,7 @@ export class AppWriter {
         )
         .run(row.id, ...cols.map((c) => sqlValue(row[c])));
       return this.log('create', table, String(row.id), null, row, ts);
-    })();
+    }).immediate();
   }
 
   /** Change some fields of an existing row, logged as `update` with full previous and new rows. */
@@ -122,7 +126,7 @@ export class AppWriter {
       const cols = Object.keys(fields);
       this.db.prepare(`UPDATE "${table}" SET ${cols.map((c) => `"${c}" = ?`).join(', ')} WHERE id = ?`).run(...cols.map((c) => sqlValue(fields[c])), id);
       return this.log(action, table, id, before, this.row(table, id), ts);
-    })();
+    }).immediate();
   }
 
   /** Hard delete, logged as `hard_delete`. */
@@ -132,7 +136,7 @@ export class AppWriter {
       if (!before) return null;
       this.db.prepare(`DELETE FROM "${table}" WHERE id = ?`).run(id);
       return this.log('hard_delete', table, id, before, null, ts);
-    })();
+    }).immediate();
   }
 
   /** Soft delete (deleted_at = ts), logged as `soft_delete` (td's own name for it is `delete`). */
@@ -142,7 +146,7 @@ export class AppWriter {
       if (!before) return null;
       this.db.prepare(`UPDATE "${table}" SET deleted_at = ? WHERE id = ?`).run(ts, id);
       return this.log(action, table, id, before, this.row(table, id), ts);
-    })();
+    }).immediate();
   }
 
   /** Restore: deleted_at = NULL, updated_at = ts (the apply rule), logged as `restore`. */
@@ -152,7 +156,7 @@ export class AppWriter {
       if (!before) return null;
       this.db.prepare(`UPDATE "${table}" SET deleted_at = NULL, updated_at = ? WHERE id = ?`).run(ts, id);
       return this.log('restore', table, id, before, this.row(table, id), ts);
-    })();
+    }).immediate();
   }
 
   /** Raw action_log insert (td-style rows, malformed rows). */

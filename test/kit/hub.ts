@@ -2,6 +2,7 @@
 //
 //   startHub(opts)       an in-process Hub on 127.0.0.1:0 over a fresh store (see below)
 //   spawnHub(location)   the real CLI (`synchub hub serve`) as a child process, for crash/restart tests
+//                        (its admin listener on a free port: many hubs run side by side)
 //   runCli(args)         any `synchub ...` command as a child process, collecting exit code and output
 //   initHubDb(location)  create a project and a token in a hub store without a running hub
 //   freshStoreLocation() a new, empty store: a SQLite file path, or a PostgreSQL database URL
@@ -78,7 +79,7 @@ export interface StartHubOptions {
   project?: string | null;
   /** Role of the token created for `project` (default 'write'). */
   role?: Role;
-  /** Hub options (port and host are fixed to 0 and 127.0.0.1 unless given). */
+  /** Hub options (port and host are fixed to 0 and 127.0.0.1 unless given; no admin listener unless adminPort is given). */
   options?: HubOptionsInput;
   /** Use this store location (file path or postgres:// URL) instead of a fresh one (e.g. written by the CLI). */
   dbPath?: string;
@@ -90,6 +91,8 @@ export interface TestHub {
   /** Base URL, `ws://127.0.0.1:PORT`; clients append `/v1/projects/<p>/sync`. */
   url: string;
   port: number;
+  /** The admin listener's base URL (`http://127.0.0.1:PORT`) when options.adminPort was given, else ''. */
+  adminUrl: string;
   hub: Hub;
   store: EventStore;
   /** Where the store is: a SQLite file path, or a postgres:// URL. */
@@ -125,6 +128,7 @@ export async function startHub(opts: StartHubOptions = {}): Promise<TestHub> {
   return {
     url: `${opts.options?.tls ? 'wss' : 'ws'}://127.0.0.1:${port}`,
     port,
+    adminUrl: hub.adminPort === null ? '' : `http://127.0.0.1:${hub.adminPort}`,
     hub,
     store,
     dbPath,
@@ -167,6 +171,8 @@ export interface SpawnedHub {
   /** Base URL, `ws://127.0.0.1:PORT`. */
   url: string;
   port: number;
+  /** The admin listener's base URL, `http://127.0.0.1:PORT`. */
+  adminUrl: string;
   pid: number;
   proc: ChildProcess;
   /** Everything written to stdout / stderr so far. */
@@ -181,13 +187,15 @@ export interface SpawnedHub {
 }
 
 const LISTENING_RE = /listening on (wss?):\/\/([^\s:]+):(\d+)/;
+const DASHBOARD_RE = /dashboard: (http:\/\/\S+?)\//;
 
 /**
  * Run `synchub hub serve --port P --db F` (or `--postgres URL`) as a child process and wait for
  * its "listening on ws://HOST:PORT" line (which carries the bound port, also with port 0).
  */
 export async function spawnHub(dbPath: string, port = 0, opts: { timeoutMs?: number; env?: NodeJS.ProcessEnv; args?: string[] } = {}): Promise<SpawnedHub> {
-  const proc = spawn(process.execPath, [CLI_PATH, 'hub', 'serve', '--port', String(port), '--host', '127.0.0.1', ...storeFlags(dbPath), ...(opts.args ?? [])], {
+  const args = ['hub', 'serve', '--port', String(port), '--host', '127.0.0.1', '--admin-port', '0', ...storeFlags(dbPath), ...(opts.args ?? [])];
+  const proc = spawn(process.execPath, [CLI_PATH, ...args], {
     cwd: REPO_ROOT,
     stdio: ['ignore', 'pipe', 'pipe'],
     env: { ...process.env, SYNCHUB_LOG_LEVEL: 'warn', ...opts.env },
@@ -204,7 +212,7 @@ export async function spawnHub(dbPath: string, port = 0, opts: { timeoutMs?: num
     kill('SIGKILL');
     return exited;
   };
-  const bound = await new Promise<{ scheme: string; port: number }>((resolve, reject) => {
+  const bound = await new Promise<{ scheme: string; port: number; adminUrl: string }>((resolve, reject) => {
     const timeoutMs = opts.timeoutMs ?? 20_000;
     const timer = setTimeout(() => {
       kill('SIGKILL');
@@ -212,10 +220,11 @@ export async function spawnHub(dbPath: string, port = 0, opts: { timeoutMs?: num
     }, timeoutMs);
     const onData = () => {
       const m = LISTENING_RE.exec(out);
-      if (!m) return;
+      const admin = DASHBOARD_RE.exec(out);
+      if (!m || !admin) return;
       clearTimeout(timer);
       proc.stdout!.off('data', onData);
-      resolve({ scheme: m[1]!, port: Number(m[3]) });
+      resolve({ scheme: m[1]!, port: Number(m[3]), adminUrl: admin[1]! });
     };
     proc.stdout!.on('data', onData);
     void exited.then((e) => {
@@ -226,6 +235,7 @@ export async function spawnHub(dbPath: string, port = 0, opts: { timeoutMs?: num
   return {
     url: `${bound.scheme}://127.0.0.1:${bound.port}`,
     port: bound.port,
+    adminUrl: bound.adminUrl,
     pid: proc.pid!,
     proc,
     stdout: () => out,
@@ -292,4 +302,68 @@ export async function metricValue(hub: Hub, name: string, labels: Record<string,
   return values
     .filter((v) => Object.entries(labels).every(([k, val]) => (v.labels as Record<string, unknown>)[k] === val))
     .reduce((sum, v) => sum + v.value, 0);
+}
+
+export interface RunningCli {
+  proc: ChildProcess;
+  /** Everything written to stdout / stderr so far. */
+  stdout(): string;
+  stderr(): string;
+  /** Resolves once stdout matches `re` (rejects after timeoutMs, or if the process exits first). */
+  waitForStdout(re: RegExp, timeoutMs?: number): Promise<RegExpExecArray>;
+  exited: Promise<ExitInfo>;
+  /** SIGKILL if still running, and wait for the exit. For afterEach. */
+  stop(): Promise<ExitInfo>;
+}
+
+/** Start a long-running `synchub <args...>` (e.g. `agent tail`, `demo --keep`) and watch its output. */
+export function spawnCli(args: string[], opts: { env?: NodeJS.ProcessEnv } = {}): RunningCli {
+  const proc = spawn(process.execPath, [CLI_PATH, ...args], {
+    cwd: REPO_ROOT,
+    stdio: ['ignore', 'pipe', 'pipe'],
+    env: { ...process.env, ...opts.env },
+  });
+  let out = '';
+  let err = '';
+  proc.stdout!.setEncoding('utf8').on('data', (d: string) => (out += d));
+  proc.stderr!.setEncoding('utf8').on('data', (d: string) => (err += d));
+  const exited = new Promise<ExitInfo>((resolve) => proc.once('exit', (code, signal) => resolve({ code, signal })));
+  let done = false;
+  void exited.then(() => (done = true));
+  return {
+    proc,
+    stdout: () => out,
+    stderr: () => err,
+    waitForStdout(re, timeoutMs = 20_000) {
+      return new Promise((resolve, reject) => {
+        const check = () => {
+          const m = re.exec(out);
+          if (m) {
+            finish();
+            resolve(m);
+          } else if (done) {
+            finish();
+            reject(new Error(`synchub ${args.join(' ')} exited before printing ${re}; stdout: ${out}; stderr: ${err}`));
+          }
+        };
+        const timer = setTimeout(() => {
+          finish();
+          reject(new Error(`synchub ${args.join(' ')} did not print ${re} within ${timeoutMs} ms; stdout: ${out}; stderr: ${err}`));
+        }, timeoutMs);
+        const finish = () => {
+          clearTimeout(timer);
+          proc.stdout!.off('data', check);
+          void exited.then(() => {}, () => {});
+        };
+        proc.stdout!.on('data', check);
+        void exited.then(check);
+        check();
+      });
+    },
+    exited,
+    async stop() {
+      if (proc.exitCode === null && proc.signalCode === null) proc.kill('SIGKILL');
+      return exited;
+    },
+  };
 }

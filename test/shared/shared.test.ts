@@ -1,10 +1,11 @@
 // shared/: timestamp reading, td's vocabulary, frame parsing and CLI validation.
 import { describe, expect, it } from 'vitest';
 import { z } from 'zod';
-import { parseCommand, portFlag, UsageError } from '../../shared/cli.ts';
+import { envName, HelpRequested, parseCommand, portFlag, UsageError } from '../../shared/cli.ts';
 import { ClientFrame, parseFrame } from '../../shared/protocol.ts';
 import { entityTable, mapActionType } from '../../shared/td-actions.ts';
 import { toIso } from '../../shared/time.ts';
+import { prettyLine } from '../../shared/log.ts';
 
 describe('toIso', () => {
   it.each([
@@ -51,15 +52,56 @@ describe('parseFrame', () => {
 });
 
 describe('parseCommand', () => {
-  const schema = z.object({ port: portFlag.default(8787), positionals: z.tuple([z.string()]) });
+  const schema = z.object({ port: portFlag.default(8787), 'admin-port': portFlag.optional(), json: z.boolean().optional(), positionals: z.tuple([z.string()]) });
+  const options = { port: { type: 'string' }, 'admin-port': { type: 'string' }, json: { type: 'boolean' } } as const;
+  const help = { usage: 'synchub x <name> [--port N]', summary: 'Does x.', example: 'synchub x a --port 1' };
+  const parse = (argv: string[], env: NodeJS.ProcessEnv = {}) => parseCommand(argv, options, schema, help, env);
+
   it('validates flags and positionals into typed values', () => {
-    expect(parseCommand(['--port', '9000', 'x'], { port: { type: 'string' } }, schema)).toEqual({ port: 9000, positionals: ['x'] });
-    expect(parseCommand(['x'], { port: { type: 'string' } }, schema).port).toBe(8787);
+    expect(parse(['--port', '9000', 'x'])).toEqual({ port: 9000, positionals: ['x'] });
+    expect(parse(['x']).port).toBe(8787);
   });
-  it('turns bad input into one-line usage errors', () => {
-    expect(() => parseCommand(['--port', 'abc', 'x'], { port: { type: 'string' } }, schema)).toThrow(new UsageError('port: must be a number'));
-    expect(() => parseCommand(['--port', '70000', 'x'], { port: { type: 'string' } }, schema)).toThrow(UsageError);
-    expect(() => parseCommand(['--nope', 'x'], { port: { type: 'string' } }, schema)).toThrow(/Unknown option '--nope'/);
-    expect(() => parseCommand([], { port: { type: 'string' } }, schema)).toThrow(/^argument/);
+  it('turns bad input into one-line usage errors naming the flag', () => {
+    expect(() => parse(['--port', 'abc', 'x'])).toThrow(new UsageError('--port: must be a number'));
+    expect(() => parse(['--port', '70000', 'x'])).toThrow(UsageError);
+    expect(() => parse(['--nope', 'x'])).toThrow(/Unknown option '--nope'/);
+    expect(() => parse([])).toThrow(/^argument/);
+  });
+  it('reads a flag not given from its SYNCHUB_ variable, in upper snake case', () => {
+    expect(envName('admin-port')).toBe('SYNCHUB_ADMIN_PORT');
+    expect(parse(['x'], { SYNCHUB_PORT: '9100', SYNCHUB_ADMIN_PORT: '0', SYNCHUB_JSON: 'true' })).toEqual({ port: 9100, 'admin-port': 0, json: true, positionals: ['x'] });
+    expect(parse(['x'], { SYNCHUB_JSON: '0' }).json).toBe(false);
+  });
+  it('lets a flag beat its variable', () => {
+    expect(parse(['--port', '9000', 'x'], { SYNCHUB_PORT: '9100' }).port).toBe(9000);
+    // Even a bad variable does not matter when the flag is given.
+    expect(parse(['--port', '9000', 'x'], { SYNCHUB_PORT: 'notaport' }).port).toBe(9000);
+  });
+  it('refuses a bad variable as it refuses a bad flag, naming the variable', () => {
+    expect(() => parse(['x'], { SYNCHUB_PORT: 'notaport' })).toThrow(new UsageError('SYNCHUB_PORT: must be a number'));
+    expect(() => parse(['x'], { SYNCHUB_ADMIN_PORT: '99999' })).toThrow(/^SYNCHUB_ADMIN_PORT: /);
+    expect(() => parse(['x'], { SYNCHUB_JSON: 'maybe' })).toThrow(/^SYNCHUB_JSON: expected true or false/);
+  });
+  it('answers --help with the usage and an example, before validating anything', () => {
+    for (const argv of [['--help'], ['x', '-h'], ['--port', 'abc', '--help']]) {
+      try {
+        parse(argv);
+        expect.unreachable();
+      } catch (err) {
+        expect(err).toBeInstanceOf(HelpRequested);
+        expect((err as Error).message).toMatch(/^usage: synchub x <name>/);
+        expect((err as Error).message).toMatch(/example:\n  synchub x a --port 1\n$/);
+      }
+    }
+  });
+});
+
+describe('prettyLine', () => {
+  it('turns a pino JSON line into time, level, message and the other fields', () => {
+    const time = new Date(2026, 0, 2, 13, 4, 5).getTime();
+    const line = prettyLine(JSON.stringify({ level: 40, time, pid: 7, name: 'synchub-hub', msg: 'closing connection', project: 'p1', code: 'slow_consumer', message: 'nothing read' }));
+    expect(line).toBe('13:04:05 WARN  closing connection  project=p1 code=slow_consumer message="nothing read"\n');
+    expect(prettyLine(JSON.stringify({ level: 30, time, msg: 'hub stopped' }))).toBe('13:04:05 INFO  hub stopped\n');
+    expect(prettyLine('not json')).toBe('not json\n');
   });
 });
