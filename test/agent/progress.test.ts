@@ -58,7 +58,8 @@ describe('ProgressReporter on a real agent', () => {
     for (let i = 0; i < 6; i++) await loader.push(i + 1, makeEvents(i * 500 + 1, 500));
     const [device] = (devices = makeDevices(tmp.dir, { ...h, project: 'p1' }, ['reader']));
     const { lines, log } = capture();
-    const agent = newAgent(device!);
+    // A replay (a device with no cursor otherwise starts from a snapshot, which logs its own progress).
+    const agent = newAgent(device!, { snapshot: false });
     reporter = new ProgressReporter(agent, { tty: false, write: () => {}, log, minEvents: 1000, intervalMs: 5 });
     await agent.start();
     await eventually(() => lines.some((l) => l.msg === 'catch-up done'), 'the catch-up summary', 30_000);
