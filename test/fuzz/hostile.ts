@@ -401,7 +401,8 @@ export class HostileGenerator {
   nextScript(pushesPerSocket: number): HostileScript {
     const id = this.nextScriptId++;
     const { projectA, projectB } = this.cfg;
-    const project = this.chance(0.35) ? projectA : projectB;
+    // A quarter in the devices' project (they stream and set aside these events), the rest in B.
+    const project = this.chance(0.25) ? projectA : projectB;
     // A small, reused set of hostile device ids per project, tricks included (each is bound to the hostile write token).
     const deviceId = this.chance(0.5) ? `${this.pick(SQL_TRICKS)}#${id % 4}` : `fz-${id % 6}`;
     const base = { id, urlProject: project, project, token: 'write' as TokenKind, hello: deviceId as string | null, frames: [] as FramePlan[] };
