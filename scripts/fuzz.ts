@@ -10,7 +10,7 @@ import { removeTempDirs } from '../test/kit/hub.ts';
 const Args = z.object({
   minutes: z.coerce.number().positive().max(24 * 60).default(10),
   seed: z.coerce.number().int().default(() => Date.now() % 1_000_000),
-  sockets: z.coerce.number().int().min(1).max(500).default(12),
+  sockets: z.coerce.number().int().min(1).max(500).default(32),
   frames: z.coerce.number().int().positive().default(Number.MAX_SAFE_INTEGER),
 });
 
