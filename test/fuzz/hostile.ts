@@ -120,8 +120,13 @@ function put(o: Record<string, unknown>, k: string, v: unknown): void {
   Object.defineProperty(o, k, { value: v, enumerable: true, writable: true, configurable: true });
 }
 
+/** Stands for a nesting too deep to build with JSON.stringify; replaced in the frame's text. */
+const DEEP_MARK = '\u0000deep\u0000';
+
 export class HostileGenerator {
   private readonly rnd: () => number;
+  /** Text that replaces DEEP_MARK in the frame being built (one per frame at most). */
+  private deepText: string | null = null;
   private nextScriptId = 1;
   private nextActionId = 1;
   /** Pushes of all-valid events already planned, for resends (duplicates). */
@@ -186,11 +191,11 @@ export class HostileGenerator {
   }
 
   /** Nesting of exactly `levels` objects under one key (payload counts as level 1). */
-  private nested(levels: number): Record<string, unknown> {
+  private nested(levels: number, key?: string): Record<string, unknown> {
     let v: Record<string, unknown> = { leaf: 1 };
     for (let i = 1; i < levels; i++) {
       const o: Record<string, unknown> = {};
-      put(o, this.pick(['a', ...POLLUTION_KEYS]), v);
+      put(o, key ?? this.pick(['a', ...POLLUTION_KEYS]), v);
       v = o;
     }
     return v;
@@ -233,7 +238,13 @@ export class HostileGenerator {
           break;
         case 5:
           // payload (1) + newData (2) + MAX more levels: one past the limit, or far past it.
-          newData = { deep: this.nested(this.chance(0.5) ? MAX_PAYLOAD_DEPTH : MAX_PAYLOAD_DEPTH + this.int(2000)) };
+          // Thousands of levels once made the hub's serialisation throw inside a shared group commit (issue 11).
+          // That deep, JSON.stringify itself overflows: the levels are spliced into the frame's text (deepText).
+          if (this.deepText === null && this.chance(0.3)) {
+            newData = { deep: DEEP_MARK };
+            const levels = 4000 + this.int(3500);
+            this.deepText = '{"a":'.repeat(levels) + '{"leaf":1}' + '}'.repeat(levels);
+          } else newData = { deep: this.nested(this.chance(0.4) ? MAX_PAYLOAD_DEPTH : MAX_PAYLOAD_DEPTH + this.int(2000)) };
           reject = RejectReason.InvalidPayload;
           break;
         case 6:
@@ -272,7 +283,20 @@ export class HostileGenerator {
     const frame: Record<string, unknown> = { type: 'push', batch, events: objs };
     if (this.chance(0.2)) put(frame, this.pick(POLLUTION_KEYS), { type: 'hello', events: [] });
     if (this.chance(0.2)) put(frame, 'project', this.cfg.projectB);
-    const data = JSON.stringify(frame);
+    const deep = JSON.stringify(DEEP_MARK);
+    const encode = () => {
+      const text = JSON.stringify(frame);
+      return this.deepText !== null && text.includes(deep) ? text.replace(deep, this.deepText) : text;
+    };
+    let data = encode();
+    // A well-formed push must fit the frame limit (else it is a frame_too_large violation): drop events until it does.
+    while (Buffer.byteLength(data) > this.cfg.maxFrameBytes && objs.length > 1) {
+      objs.pop();
+      plans.pop();
+      data = encode();
+    }
+    this.deepText = null;
+    if (Buffer.byteLength(data) > this.cfg.maxFrameBytes) throw new Error(`generator bug: one event is larger than maxFrameBytes`);
     return { data, binary: false, push: { batch, events: plans } };
   }
 
@@ -292,8 +316,10 @@ export class HostileGenerator {
       return { frame: { data, binary: false }, codes: bytes > max ? [ErrorCode.FrameTooLarge] : codes, kind };
     };
     const ev = () => this.plainEvent();
-    const push = (over: Record<string, unknown>) => JSON.stringify({ type: 'push', batch: 1, events: [ev()], ...over });
-    const evWith = (over: Record<string, unknown>) => JSON.stringify({ type: 'push', batch: 1, events: [{ ...ev(), ...over }] });
+    // A batch number no well-formed push of the script uses: were the frame wrongly accepted, its ack could not pass for theirs.
+    const B = 999_999;
+    const push = (over: Record<string, unknown>) => JSON.stringify({ type: 'push', batch: B, events: [ev()], ...over });
+    const evWith = (over: Record<string, unknown>) => JSON.stringify({ type: 'push', batch: B, events: [{ ...ev(), ...over }] });
     switch (this.int(17)) {
       case 0: {
         const bytes = Buffer.from(Array.from({ length: 1 + this.int(2000) }, () => this.int(256)));
@@ -326,7 +352,7 @@ export class HostileGenerator {
       case 5: {
         // Deep nesting inside a push's events array: not events, so the frame fails its schema.
         const depth = 1000 + this.int(20_000);
-        return text(`{"type":"push","batch":1,"events":${'['.repeat(depth)}${']'.repeat(depth)}}`, [ErrorCode.InvalidFrame], 'deep-events');
+        return text(`{"type":"push","batch":${B},"events":${'['.repeat(depth)}${']'.repeat(depth)}}`, [ErrorCode.InvalidFrame], 'deep-events');
       }
       case 6: {
         // A string or array bigger than the frame limit.
@@ -340,14 +366,15 @@ export class HostileGenerator {
         const field = this.pick(['clientActionId', 'sessionId', 'entityId', 'entityType', 'actionType', 'payload', 'clientTimestamp']);
         const wrong = this.pick<unknown>([null, 1, '1', [], {}, true, { $gt: '' }]);
         // A string where a string is wanted is valid: choose a non-string for string fields.
-        const value = typeof wrong === 'string' && field !== 'clientActionId' && field !== 'payload' ? 7 : wrong;
+        // (a number is right for clientActionId: a string goes there instead)
+        const value = field === 'clientActionId' ? (typeof wrong === 'number' ? '1' : wrong) : typeof wrong === 'string' && field !== 'payload' ? 7 : wrong;
         return text(evWith({ [field]: value }), [ErrorCode.InvalidFrame], 'wrong-type');
       }
       case 9: {
         const big = this.pick(['9007199254740993', '1e300', '-9007199254740993', '1.5', '-1']);
         if (this.chance(0.5)) return text(`{"type":"push","batch":${big},"events":[${JSON.stringify(ev())}]}`, [ErrorCode.InvalidFrame], 'big-number');
         const e = JSON.stringify(ev()).replace(/"clientActionId":\d+/, `"clientActionId":${big === '-1' ? '1e400' : big}`);
-        return text(`{"type":"push","batch":1,"events":[${e}]}`, [ErrorCode.InvalidFrame], 'big-number');
+        return text(`{"type":"push","batch":${B},"events":[${e}]}`, [ErrorCode.InvalidFrame], 'big-number');
       }
       case 10: {
         if (this.chance(0.5)) return text(`{"type":"push","batch":NaN,"events":[]}`, [ErrorCode.BadJson], 'nan-like');
@@ -413,7 +440,7 @@ export class HostileGenerator {
         case 0:
           return { ...base, kind: 'upgrade-no-token', token: 'none', hello: null, expect: { kind: 'refused', statuses: [401] } };
         case 1:
-          return { ...base, kind: 'upgrade-malformed-token', token: 'malformed', authHeader: this.pick(['Bearer', 'Bearer ', `Bearer ${this.pick(SQL_TRICKS)}`, 'Basic dXNlcjpwYXNz', `Bearer shub_${'a'.repeat(5000)}`, 'bearer shub_x_y']), hello: null, expect: { kind: 'refused', statuses: [401] } };
+          return { ...base, kind: 'upgrade-malformed-token', token: 'malformed', authHeader: this.pick(['Bearer', 'Bearer ', `Bearer ${this.pick(SQL_TRICKS.filter((t) => /^[\x20-\x7e]*$/.test(t)))}`, 'Basic dXNlcjpwYXNz', `Bearer shub_${'a'.repeat(5000)}`, 'bearer shub_x_y']), hello: null, expect: { kind: 'refused', statuses: [401] } };
         case 2:
           return { ...base, kind: 'upgrade-unknown-token', token: 'unknown', hello: null, expect: { kind: 'refused', statuses: [401] } };
         case 3:
