@@ -48,6 +48,11 @@ export const HUB_COMMANDS = {
       '                  0 picks a free port; default 9787, and when that is taken the hub warns and',
       '                  serves without it, while an explicit port that cannot be bound is fatal',
       '--admin-host H    admin address (default 127.0.0.1: it has no auth, keep it off public interfaces)',
+      '--tls-cert F --tls-key F   serve wss:// with these PEM files (reloaded on SIGHUP)',
+      '--allowed-origins O,O      browser origins allowed to connect (default: any; the token is the credential)',
+      'limits (defaults in the README, Security): --max-connections N, --max-connections-per-token N,',
+      '  --max-auth-failures-per-minute N, --max-events-per-second N, --max-event-bytes N,',
+      '  --max-frame-bytes N, --max-batch-events N, --tail-bytes N, --hello-timeout-ms N, --ping-interval-ms N',
       '--tls-cert F      serve wss:// (and https) with this certificate (PEM; reloaded on SIGHUP)',
       '--tls-key F       ...and this private key (PEM); the two go together',
       '--retain-events N keep only the newest N events of each project (compacted every minute; the state',
@@ -114,6 +119,27 @@ export async function hubCli(argv: string[]): Promise<number | void> {
   throw new UsageError(`unknown command: hub ${argv.join(' ')} (see: synchub hub --help)`);
 }
 
+/** The hub's limits as `serve` flags (and SYNCHUB_* variables): flag -> hub option. Defaults live in hub/config.ts. */
+const LIMIT_FLAGS = {
+  'max-connections': 'maxConnections',
+  'max-connections-per-token': 'maxConnectionsPerToken',
+  'max-auth-failures-per-minute': 'maxAuthFailuresPerMinute',
+  'max-events-per-second': 'maxEventsPerSecond',
+  'max-event-bytes': 'maxEventBytes',
+  'max-frame-bytes': 'maxFrameBytes',
+  'max-batch-events': 'maxBatchEvents',
+  'tail-bytes': 'tailBytes',
+  'hello-timeout-ms': 'helloTimeoutMs',
+  'ping-interval-ms': 'pingIntervalMs',
+} as const;
+const positiveFlag = z
+  .string()
+  .regex(/^\d+$/, 'must be a whole number')
+  .transform(Number)
+  .pipe(z.number().int().positive().max(Number.MAX_SAFE_INTEGER));
+const limitOptions = Object.fromEntries(Object.keys(LIMIT_FLAGS).map((f) => [f, { type: 'string' }])) as Record<keyof typeof LIMIT_FLAGS, { type: 'string' }>;
+const limitSchema = Object.fromEntries(Object.keys(LIMIT_FLAGS).map((f) => [f, positiveFlag.optional()])) as Record<keyof typeof LIMIT_FLAGS, z.ZodOptional<typeof positiveFlag>>;
+
 async function serve(argv: string[]): Promise<void> {
   const flags = parseCommand(
     argv,
@@ -126,6 +152,8 @@ async function serve(argv: string[]): Promise<void> {
       'tls-cert': { type: 'string' },
       'tls-key': { type: 'string' },
       'retain-events': { type: 'string' },
+      'allowed-origins': { type: 'string' },
+      ...limitOptions,
       ...storeFlags,
     },
     z
@@ -138,6 +166,12 @@ async function serve(argv: string[]): Promise<void> {
         'tls-cert': z.string().min(1).optional(),
         'tls-key': z.string().min(1).optional(),
         'retain-events': countFlag.optional(),
+        'allowed-origins': z
+          .string()
+          .transform((s) => s.split(',').map((o) => o.trim()).filter(Boolean))
+          .pipe(z.array(z.string().regex(/^https?:\/\/[^/\s]+$/, 'expected origins like https://app.example, comma-separated')).min(1))
+          .optional(),
+        ...limitSchema,
         ...storeSchema,
         positionals: z.array(z.string()).max(0),
       })
@@ -159,6 +193,8 @@ async function serve(argv: string[]): Promise<void> {
       adminPort: flags['admin-port'] ?? DEFAULT_ADMIN_PORT,
       adminPortOptional: flags['admin-port'] === undefined,
       adminHost: flags['admin-host'],
+      allowedOrigins: flags['allowed-origins'] ?? null,
+      ...Object.fromEntries(Object.entries(LIMIT_FLAGS).flatMap(([flag, option]) => (flags[flag as keyof typeof LIMIT_FLAGS] === undefined ? [] : [[option, flags[flag as keyof typeof LIMIT_FLAGS]]]))),
     },
     log,
   );

@@ -5,7 +5,8 @@ import { Writable } from 'node:stream';
 import { pino } from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
 import { syncPath } from '../../shared/protocol.ts';
-import { connectionCount, metricValue, startHub, type TestHub } from '../kit/hub.ts';
+import { RejectReason } from '../../shared/errors.ts';
+import { connectionCount, freshStoreLocation, initHubDb, metricValue, runCli, spawnHub, startHub, storeFlags, type TestHub } from '../kit/hub.ts';
 import { closeAllClients, eventually, makeEvent, SyncClient, upgradeRefusal } from '../kit/ws-client.ts';
 
 let h: TestHub | undefined;
@@ -62,5 +63,29 @@ describe('admission limits', () => {
       expect(r.tokenId).toBe(id);
     }
     expect(lines.join('\n')).not.toContain(h.token.slice('shub_0123456789abcdef_'.length));
+  });
+
+  it('the limits are flags of hub serve (and SYNCHUB_* variables); a bad value is refused with one line', async () => {
+    const location = await freshStoreLocation();
+    const token = await initHubDb(location);
+    const hub = await spawnHub(location, 0, { args: ['--max-connections', '1'], env: { SYNCHUB_MAX_EVENT_BYTES: '2000' } });
+    try {
+      const c = await SyncClient.open(hub.url, 'p1', token, 'only');
+      expect((await upgradeRefusal(hub.url + syncPath('p1'), bearer(token))).status).toBe(429);
+      const big = makeEvent(2, { payload: { schemaVersion: 1, newData: { id: 'x', body: 'y'.repeat(3000) }, previousData: null } });
+      const ack = await c.push(1, [makeEvent(1), big]);
+      expect(ack.rejected.map((r) => r.reason)).toEqual([RejectReason.PayloadTooLarge]);
+    } finally {
+      await hub.stop();
+    }
+    for (const [args, env] of [
+      [['--max-connections', '0'], {}],
+      [['--allowed-origins', 'not an origin'], {}],
+      [[], { SYNCHUB_MAX_EVENTS_PER_SECOND: 'lots' }],
+    ] as const) {
+      const r = await runCli(['hub', 'serve', '--port', '0', ...storeFlags(location), ...args], { env });
+      expect(r.code, JSON.stringify(args)).toBe(2);
+      expect(r.stderr.trim().split('\n')).toHaveLength(1);
+    }
   });
 });
