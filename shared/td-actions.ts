@@ -32,7 +32,8 @@ const TD_ACTIONS: Readonly<Record<string, ActionType>> = {
 
 /** Map an action_log action_type (td's name or a sync name) to the sync action type. */
 export function mapActionType(action: string): ActionType {
-  return TD_ACTIONS[action] ?? 'update';
+  // Own keys only: `constructor` or `toString` would otherwise find Object.prototype's functions.
+  return Object.hasOwn(TD_ACTIONS, action) ? TD_ACTIONS[action]! : 'update';
 }
 
 /** td's entity names (singular and plural) and the table each lives in. */
@@ -52,5 +53,6 @@ const TD_ENTITY_TABLES: Readonly<Record<string, string>> = {
 
 /** Map an action_log entity_type to a table name: td aliases first, otherwise the name itself. */
 export function entityTable(entityType: string): string {
-  return TD_ENTITY_TABLES[entityType] ?? entityType;
+  // Own keys only (found by the fuzz suite: an entity type `constructor` mapped to a function).
+  return Object.hasOwn(TD_ENTITY_TABLES, entityType) ? TD_ENTITY_TABLES[entityType]! : entityType;
 }

@@ -69,3 +69,15 @@ describe('the hub state equals a replay on a device', () => {
     });
   }
 });
+
+describe('td names', () => {
+  it("an entity or action type named like an Object.prototype member is itself, never the prototype's function", async () => {
+    const { entityTable, mapActionType } = await import('../../shared/td-actions.ts');
+    for (const name of ['constructor', 'toString', 'hasOwnProperty', '__proto__', 'valueOf']) {
+      expect(entityTable(name)).toBe(name);
+      expect(mapActionType(name)).toBe('update');
+    }
+    expect(entityTable('issue')).toBe('issues');
+    expect(mapActionType('handoff')).toBe('create');
+  });
+});
