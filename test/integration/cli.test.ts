@@ -153,7 +153,15 @@ describe('logs', () => {
       expect(line).toMatch(/^\d\d:\d\d:\d\d INFO {2}hub listening {2}host=127\.0\.0\.1 port=\d+$/);
       expect(out).not.toMatch(/"level":/);
     } finally {
-      process.kill(-proc.pid!, 'SIGKILL');
+      // Ctrl-C on the terminal stops the hub (SIGINT to its foreground group): killing `script`
+      // alone would leave it running, since the hub takes SIGHUP as "reload the certificate".
+      proc.stdin.write('\x03');
+      await Promise.race([exited, new Promise((r) => setTimeout(r, 10_000))]);
+      try {
+        process.kill(-proc.pid!, 'SIGKILL');
+      } catch {
+        // already gone
+      }
       await exited;
     }
   });
