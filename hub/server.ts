@@ -20,7 +20,7 @@ import { createMetrics, type HubMetrics, type ProjectFigures } from './metrics.t
 import { StatusBoard, type DeviceStatus } from './status.ts';
 import type { EventStore } from './store/event-store.ts';
 import { Retention } from './retention.ts';
-import { authenticate } from './tokens.ts';
+import { authenticate, tokenIdOf } from './tokens.ts';
 
 const SYNC_PATH_RE = /^\/v1\/projects\/([^/]+)\/sync$/;
 /** The subprotocol the hub selects for clients that authenticate with one (browsers). */
@@ -321,8 +321,10 @@ export class Hub {
   private async onUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): Promise<void> {
     socket.on('error', () => socket.destroy());
     const address = req.socket.remoteAddress ?? 'unknown';
+    // The credential: the Authorization header, or a browser's subprotocol offer.
+    const credential = req.headers.authorization ?? bearerFromSubprotocols(req.headers['sec-websocket-protocol']);
     // For the audit line: the token's id (its public part), never the secret.
-    const tokenId = /^Bearer\s+shub_([0-9a-f]{16})_/i.exec(req.headers.authorization ?? bearerFromSubprotocols(req.headers['sec-websocket-protocol']) ?? '')?.[1] ?? null;
+    const tokenId = tokenIdOf(credential);
     const refuse = (status: number, reason: string) => {
       this.metrics.authFailures.inc({ status: String(status) });
       if (status === 401 || status === 403) this.authFailures.record(address, Date.now());
@@ -351,7 +353,7 @@ export class Hub {
     }
     let auth: Awaited<ReturnType<typeof authenticate>>;
     try {
-      auth = await authenticate(this.store, req.headers.authorization ?? bearerFromSubprotocols(req.headers['sec-websocket-protocol']), project);
+      auth = await authenticate(this.store, credential, project);
     } catch (err) {
       // The store cannot be read (PostgreSQL down): the device retries later, as on a shutdown.
       this.log.warn({ err: String(err) }, 'token lookup failed');

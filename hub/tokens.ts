@@ -26,6 +26,11 @@ export type AuthResult =
   | { ok: true; token: TokenRecord }
   | { ok: false; status: 401 | 403 | 404; reason: string };
 
+/** The token id (its public part) in an `Authorization` header value, for audit lines; null when none. */
+export function tokenIdOf(header: string | undefined): string | null {
+  return /^Bearer\s+shub_([0-9a-f]{16})_/i.exec(header ?? '')?.[1] ?? null;
+}
+
 /** Check an `Authorization` header value against the store for one project. */
 export async function authenticate(store: EventStore, header: string | undefined, project: string): Promise<AuthResult> {
   if (!header) return { ok: false, status: 401, reason: 'missing bearer token' };
