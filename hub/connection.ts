@@ -14,10 +14,11 @@ import { FlowControl, type Wire } from './flow-control.ts';
 import { PushCancelled, type GroupCommitter } from './commit.ts';
 import type { HubMetrics } from './metrics.ts';
 import type { EventStore, Role, SnapshotReader } from './store/event-store.ts';
+import type { PushEvent } from '../shared/event.ts';
 import { EventBucket } from './rate-limit.ts';
 import { decideResume } from './resume-check.ts';
 import { snapshotFrame } from './snapshot-frame.ts';
-import { rejectReason } from './validate-event.ts';
+import { checkEvent } from './validate-event.ts';
 
 export const ConnState = {
   AwaitingHello: 'awaiting_hello',
@@ -60,9 +61,13 @@ export class Connection implements Subscriber {
   /** Set by the ping sweep; cleared by a pong. */
   awaitingPong = false;
   private log: Logger;
-  private early: PushFrame[] = [];
+  private early: { push: PushFrame; bytes: number }[] = [];
   private readonly bucket: EventBucket;
+  /** Set while over the events/s rate: reading waits for it. */
   private resumeTimer: NodeJS.Timeout | null = null;
+  /** Bytes of this socket's pushes read but not yet answered (waiting for hello, or for their commit). */
+  private pendingBytes = 0;
+  private readPaused = false;
   private helloTimer: NodeJS.Timeout;
   /** For the admin listener's status. */
   readonly connectedSince = new Date().toISOString();
@@ -123,8 +128,9 @@ export class Connection implements Subscriber {
       void this.onHello(frame).catch((err) => this.internal(err));
     } else {
       if (this.state === ConnState.AwaitingHello) return this.fail(ErrorCode.HelloRequired, 'the first frame must be hello');
-      if (this.state === ConnState.Greeting) this.early.push(frame);
-      else this.onPush(frame);
+      this.hold(bytes);
+      if (this.state === ConnState.Greeting) this.early.push({ push: frame, bytes });
+      else this.onPush(frame, bytes);
     }
   }
 
@@ -167,11 +173,11 @@ export class Connection implements Subscriber {
     const headSeq = Math.max(head, channel.head);
     this.send(JSON.stringify({ type: 'welcome', project: this.project, deviceId: hello.deviceId, headSeq }));
     this.log.info({ afterSeq: hello.afterSeq, headSeq }, 'device connected');
-    for (const push of this.early.splice(0)) this.onPush(push);
+    for (const { push, bytes } of this.early.splice(0)) this.onPush(push, bytes);
     this.wake();
   }
 
-  private onPush(push: PushFrame): void {
+  private onPush(push: PushFrame, bytes: number): void {
     if (this.token.role === 'read') return this.fail(ErrorCode.Forbidden, 'this token is read-only and cannot push');
     const max = this.deps.options.maxBatchEvents;
     if (push.events.length > max) return this.fail(ErrorCode.BatchTooLarge, `push of ${push.events.length} events exceeds the limit of ${max}`);
@@ -179,16 +185,26 @@ export class Connection implements Subscriber {
     this.limitRate(push.events.length);
     if (this.isClosed()) return;
     const rejected: Rejection[] = [];
-    const accepted = push.events.filter((e) => {
-      const reason = rejectReason(e, this.deps.options.maxEventBytes);
-      if (reason) rejected.push({ clientActionId: e.clientActionId, reason });
-      return !reason;
-    });
+    const accepted: PushEvent[] = [];
+    const payloadJson: string[] = [];
+    for (const e of push.events) {
+      const check = checkEvent(e, this.deps.options.maxEventBytes);
+      if (!check.ok) {
+        rejected.push({ clientActionId: e.clientActionId, reason: check.reason });
+      } else {
+        accepted.push(e);
+        payloadJson.push(check.payloadJson);
+      }
+    }
     this.deps.metrics.pushes.inc();
-    if (accepted.length === 0) return this.sendAck(push.batch, [], rejected);
+    if (accepted.length === 0) {
+      this.release(bytes);
+      return this.sendAck(push.batch, [], rejected);
+    }
 
-    this.deps.committer.submit({ project: this.project, deviceId: this.deviceId, events: accepted }, () => this.isClosed()).then(
+    this.deps.committer.submit({ project: this.project, deviceId: this.deviceId, events: accepted, payloadJson }, () => this.isClosed()).then(
       (outcomes) => {
+        this.release(bytes);
         const acks: Ack[] = [];
         outcomes.forEach((o, i) => {
           const clientActionId = accepted[i]!.clientActionId;
@@ -217,11 +233,35 @@ export class Connection implements Subscriber {
       return this.fail(ErrorCode.RateLimited, `over ${maxEventsPerSecond} events/s for ${floodMs} ms`);
     }
     if (this.resumeTimer) return;
-    this.socket.pause();
     this.resumeTimer = setTimeout(() => {
       this.resumeTimer = null;
-      if (!this.isClosed()) this.socket.resume();
+      this.updateReading();
     }, waitMs);
+    this.updateReading();
+  }
+
+  /**
+   * A push was read: past maxFrameBytes of pushes waiting for their commit, stop reading this socket.
+   * A client that pipelines pushes faster than the store commits them then waits in TCP, not in
+   * hub memory; one frame always fits, so a client is never stuck.
+   */
+  private hold(bytes: number): void {
+    this.pendingBytes += bytes;
+    this.updateReading();
+  }
+
+  /** A push was answered. */
+  private release(bytes: number): void {
+    this.pendingBytes -= bytes;
+    this.updateReading();
+  }
+
+  private updateReading(): void {
+    const pause = !this.isClosed() && (this.resumeTimer !== null || this.pendingBytes > this.deps.options.maxFrameBytes);
+    if (pause === this.readPaused) return;
+    this.readPaused = pause;
+    if (pause) this.socket.pause();
+    else this.socket.resume();
   }
 
   private sendAck(batch: number, acks: Ack[], rejected: Rejection[]): void {
@@ -369,6 +409,9 @@ export class Connection implements Subscriber {
     this.closeSnapshot();
     this.state = ConnState.Closed;
     if (this.resumeTimer) clearTimeout(this.resumeTimer);
+    // Read again: the peer's close frame is behind whatever it sent meanwhile (frames of a closed
+    // connection are ignored), and the closing handshake needs it.
+    this.updateReading();
     this.channel?.subscribers.delete(this);
     clearTimeout(this.helloTimer);
   }

@@ -7,8 +7,21 @@ import { IDENTIFIER_RE, MAX_EVENT_PAYLOAD_BYTES, MAX_PAYLOAD_DEPTH } from '../sh
 const ACTIONS = new Set<string>(ACTION_TYPES);
 const ISO_RE = /^\d{4}-\d\d-\d\dT\d\d:\d\d(:\d\d(\.\d+)?)?(Z|[+-]\d\d:\d\d)$/;
 
-/** The reason to reject this event, or null when it is acceptable. */
-export function rejectReason(e: PushEvent, maxPayloadBytes = MAX_EVENT_PAYLOAD_BYTES): RejectReason | null {
+/** An acceptable event comes with its payload's JSON text, which the store reuses (it can be a megabyte). */
+export type EventCheck = { ok: true; payloadJson: string } | { ok: false; reason: RejectReason };
+
+/** Whether this event is acceptable, and if not, why. */
+export function checkEvent(e: PushEvent, maxPayloadBytes = MAX_EVENT_PAYLOAD_BYTES): EventCheck {
+  const reason = cheapReason(e);
+  if (reason) return { ok: false, reason };
+  // Serialised after the depth check, so that it cannot overflow the stack. UTF-8 takes at most
+  // 3 bytes per UTF-16 unit: only a long text needs its bytes counted.
+  const payloadJson = JSON.stringify(e.payload);
+  if (payloadJson.length * 3 > maxPayloadBytes && Buffer.byteLength(payloadJson) > maxPayloadBytes) return { ok: false, reason: RejectReason.PayloadTooLarge };
+  return { ok: true, payloadJson };
+}
+
+function cheapReason(e: PushEvent): RejectReason | null {
   if (e.entityId === '') return RejectReason.InvalidEntityId;
   // Entity types become table names on every device: only plain identifiers travel.
   if (!IDENTIFIER_RE.test(e.entityType)) return RejectReason.InvalidEntityType;
@@ -17,7 +30,5 @@ export function rejectReason(e: PushEvent, maxPayloadBytes = MAX_EVENT_PAYLOAD_B
   if (!ISO_RE.test(e.clientTimestamp) || Number.isNaN(Date.parse(e.clientTimestamp))) return RejectReason.InvalidTimestamp;
   // The payload itself is one level; its rows' values may nest below it.
   if (!nestsWithin(e.payload, MAX_PAYLOAD_DEPTH)) return RejectReason.InvalidPayload;
-  // Checked after the depth, so that serialising it cannot overflow the stack.
-  if (Buffer.byteLength(JSON.stringify(e.payload)) > maxPayloadBytes) return RejectReason.PayloadTooLarge;
   return null;
 }

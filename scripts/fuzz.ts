@@ -1,5 +1,6 @@
 // The long fuzz run: `npm run fuzz -- --minutes 10 --seed S [--sockets N] [--frames N]`.
-// Runs test/fuzz/fuzz.ts against an in-process hub on SQLite with well-behaved devices, prints a
+// Runs test/fuzz/fuzz.ts against a hub on SQLite in its own process (`synchub hub serve`, so that
+// hubPeakRssMb is the hub's alone) with well-behaved devices, prints a
 // JSON summary on stdout {seed, framesSent, hostileSockets, durationMs, crashes, eventsLost,
 // unexpectedInLog, hubPeakRssMb, outcomes, kinds, failures}, and exits 1 when any check failed.
 import { parseArgs } from 'node:util';
@@ -25,7 +26,7 @@ try {
 }
 
 process.stderr.write(`fuzz: seed ${args.seed}, ${args.minutes} min, ${args.sockets} hostile sockets at a time\n`);
-const report = await runFuzz({ seed: args.seed, frames: args.frames, ms: args.minutes * 60_000, sockets: args.sockets, progress: (l) => process.stderr.write(`fuzz: ${l}\n`) });
+const report = await runFuzz({ seed: args.seed, frames: args.frames, ms: args.minutes * 60_000, sockets: args.sockets, hubProcess: true, progress: (l) => process.stderr.write(`fuzz: ${l}\n`) });
 removeTempDirs();
 process.stdout.write(JSON.stringify(report, null, 2) + '\n');
 const ok = report.failures.length === 0 && report.crashes === 0 && report.eventsLost === 0;

@@ -44,6 +44,8 @@ export interface AppendGroup {
   project: string;
   deviceId: string;
   events: PushEvent[];
+  /** The events' payloads as JSON text, when the caller has it already (validation made it); else serialised here. */
+  payloadJson?: string[];
 }
 
 /** Per event of a group: stored now with a new seq, or already stored under its dedup key. */

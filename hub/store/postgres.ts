@@ -127,8 +127,8 @@ export class PostgresEventStore implements EventStore {
     for (const r of found.rows) known.set(dedupKey(r.project, r.device_id, r.session_id, Number(r.client_action_id)), Number(r.server_seq));
 
     const rows = { project: [] as string[], seq: [] as number[], device: [] as string[], session: [] as string[], action: [] as number[], body: [] as string[] };
-    const out = groups.map(({ project, deviceId, events }) =>
-      events.map((e): AppendOutcome => {
+    const out = groups.map(({ project, deviceId, events, payloadJson }) =>
+      events.map((e, i): AppendOutcome => {
         const key = dedupKey(project, deviceId, e.sessionId, e.clientActionId);
         const original = known.get(key);
         if (original !== undefined) return { stored: false, seq: original };
@@ -136,7 +136,7 @@ export class PostgresEventStore implements EventStore {
         heads.set(project, seq);
         // A second copy later in this same commit is a duplicate of this one.
         known.set(key, seq);
-        const json = serializeEvent(seq, deviceId, serverTimestamp, e);
+        const json = serializeEvent(seq, deviceId, serverTimestamp, e, payloadJson?.[i]);
         rows.project.push(project);
         rows.seq.push(seq);
         rows.device.push(deviceId);

@@ -8,11 +8,11 @@ const str = JSON.stringify;
  * every ingested event, and the intermediate object showed up in ingest profiles.
  * Key order matches the event table in docs/protocol.md.
  */
-export function serializeEvent(seq: number, deviceId: string, serverTimestamp: string, e: PushEvent): string {
+export function serializeEvent(seq: number, deviceId: string, serverTimestamp: string, e: PushEvent, payloadJson = str(e.payload)): string {
   return (
     `{"serverSeq":${seq},"deviceId":${str(deviceId)},"sessionId":${str(e.sessionId)},` +
     `"clientActionId":${e.clientActionId},"actionType":${str(e.actionType)},"entityType":${str(e.entityType)},` +
-    `"entityId":${str(e.entityId)},"payload":${str(e.payload)},"clientTimestamp":${str(e.clientTimestamp)},` +
+    `"entityId":${str(e.entityId)},"payload":${payloadJson},"clientTimestamp":${str(e.clientTimestamp)},` +
     `"serverTimestamp":${str(serverTimestamp)}}`
   );
 }

@@ -127,14 +127,14 @@ export class SqliteEventStore implements EventStore {
     const newHeads = new Map<string, { seq: number; digest: string }>();
     const run = this.db.transaction(() => {
       this.state.begin();
-      const out = groups.map(({ project, deviceId, events }) => {
+      const out = groups.map(({ project, deviceId, events, payloadJson }) => {
         let head = newHeads.get(project) ?? this.head(project);
-        const outcomes = events.map((e): AppendOutcome => {
+        const outcomes = events.map((e, i): AppendOutcome => {
           // A compacted event's key is no longer in `events`; it is still a duplicate.
           const compacted = this.stmt.compactedSeq.get(project, deviceId, e.sessionId, e.clientActionId) as number | undefined;
           if (compacted !== undefined) return { stored: false, seq: compacted };
           const seq = head.seq + 1;
-          const json = serializeEvent(seq, deviceId, serverTimestamp, e);
+          const json = serializeEvent(seq, deviceId, serverTimestamp, e, payloadJson?.[i]);
           const digest = chainDigest(head.digest, json);
           const info = this.stmt.insert.run(project, seq, deviceId, e.sessionId, e.clientActionId, json, digest);
           if (info.changes === 1) {

@@ -1,6 +1,8 @@
-// The fuzz run: a real hub (in-process, SQLite), well-behaved devices writing all along, and
-// hostile sockets playing seeded scripts (hostile.ts) concurrently. At the end it checks:
-//   - nothing threw unhandled in this process (the hub runs in it) and Object.prototype is clean;
+// The fuzz run: a real hub on SQLite (in this process, or its own with hubProcess), well-behaved
+// devices writing all along, and hostile sockets playing seeded scripts (hostile.ts) concurrently.
+// At the end it checks:
+//   - nothing threw unhandled in this process, and Object.prototype is clean (hub in this process);
+//     a hub in its own process never exited by itself and stopped cleanly (exit 0) on SIGTERM;
 //   - every hostile socket got the answer its script expects (HTTP status, error code, close code,
 //     per-event rejection reasons, acks for valid events, and no error at all when nothing was wrong);
 //   - the devices converge (quiesce + checkConverged);
@@ -11,8 +13,11 @@ import { WebSocket } from 'ws';
 import type { IncomingMessage } from 'node:http';
 import { ServerFrame } from '../../shared/protocol.ts';
 import { ErrorCode } from '../../shared/errors.ts';
-import { startHub, makeTempDir, type TestHub } from '../kit/hub.ts';
-import { checkConverged, makeDevices, quiesce, type Device } from '../kit/devices.ts';
+import { readFileSync } from 'node:fs';
+import { createToken } from '../../hub/tokens.ts';
+import { startHub, makeTempDir, freshStoreLocation, openStoreAt, spawnHub } from '../kit/hub.ts';
+import { checkConverged, makeDevices, quiesce, type Device, type HubRef } from '../kit/devices.ts';
+import type { EventStore } from '../../hub/store/event-store.ts';
 import { APP_TABLES } from '../kit/app-db.ts';
 import { delay } from '../kit/ws-client.ts';
 import { HostileGenerator, type HostileScript, type FramePlan } from './hostile.ts';
@@ -31,6 +36,11 @@ export interface FuzzOptions {
   pushesPerSocket?: number;
   /** Progress lines (e.g. to stderr for the long run). */
   progress?: (line: string) => void;
+  /**
+   * Run the hub as its own process (`synchub hub serve`), so that its peak RSS is its own (the
+   * long run). In this process (the default) Object.prototype is checked as well.
+   */
+  hubProcess?: boolean;
 }
 
 export interface FuzzReport {
@@ -78,7 +88,7 @@ interface Outcome {
 }
 
 /** Play one script; resolves with what the hub answered. Bounded by timeoutMs. */
-function play(h: TestHub, s: HostileScript, tokens: Record<string, string>, hijackId: string, timeoutMs: number, afterSeq = 0): Promise<Outcome> {
+function play(h: { url: string }, s: HostileScript, tokens: Record<string, string>, hijackId: string, timeoutMs: number, afterSeq = 0): Promise<Outcome> {
   const out: Outcome = { errors: [], acks: new Map(), badFrames: 0 };
   const headers: Record<string, string> = {};
   if (s.token === 'malformed') headers.authorization = s.authHeader!;
@@ -146,6 +156,53 @@ function play(h: TestHub, s: HostileScript, tokens: Record<string, string>, hija
   });
 }
 
+/** The hub under fuzz, wherever it runs. */
+interface FuzzHub extends HubRef {
+  /** The peak resident size of the hub's process so far (MB). */
+  peakRssMb(): number;
+  /** Why a hub process stopped by itself, or null. */
+  crashed(): string | null;
+  close(): Promise<void>;
+}
+
+/** The hub options as `hub serve` flags: maxFrameBytes -> --max-frame-bytes. */
+const serveFlags = (options: Record<string, number>) => Object.entries(options).flatMap(([k, v]) => [`--${k.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`, String(v)]);
+
+async function openFuzzHub(location: string, store: EventStore, project: string, token: string, ownProcess: boolean): Promise<FuzzHub> {
+  if (!ownProcess) {
+    // Shares this process: its RSS is the whole process's (clients and devices included).
+    const h = await startHub({ dbPath: location, project: null, options: HUB_OPTIONS });
+    let peak = process.memoryUsage().rss;
+    const timer = setInterval(() => (peak = Math.max(peak, process.memoryUsage().rss)), 100);
+    return { url: h.url, store: h.store, project, token, peakRssMb: () => Math.round(peak / 1024 / 1024), crashed: () => null, close: async () => (clearInterval(timer), await h.close()) };
+  }
+  const child = await spawnHub(location, 0, { args: serveFlags(HUB_OPTIONS), env: { SYNCHUB_LOG_LEVEL: 'error' } });
+  let exit: string | null = null;
+  let closing = false;
+  void child.exited.then((e) => {
+    if (!closing) exit = `hub process exited by itself (${e.code ?? e.signal}): ${child.stderr().slice(-2000)}`;
+  });
+  // VmHWM: the kernel's own peak of the resident set, so nothing between samples is missed.
+  const hwmKb = () => Number(/^VmHWM:\s+(\d+) kB/m.exec(readFileSync(`/proc/${child.pid}/status`, 'utf8'))?.[1] ?? 0);
+  let peakKb = 0;
+  return {
+    url: child.url,
+    // This process's store keeps heads in memory as their only writer would: read them from the file.
+    store: { headSeq: async (p) => (await store.logInfo!(p)).headSeq, readAfter: (p, after, limit) => store.readAfter(p, after, limit) },
+    project,
+    token,
+    peakRssMb: () => Math.round((exit || closing ? peakKb : (peakKb = Math.max(peakKb, hwmKb()))) / 1024),
+    crashed: () => exit,
+    close: async () => {
+      if (!exit) peakKb = Math.max(peakKb, hwmKb());
+      closing = true;
+      child.kill('SIGTERM');
+      const e = await child.exited;
+      if (!exit && e.code !== 0) exit = `hub process did not stop cleanly on SIGTERM (${e.code ?? e.signal}): ${child.stderr().slice(-2000)}`;
+    },
+  };
+}
+
 export async function runFuzz(opts: FuzzOptions): Promise<FuzzReport> {
   const started = performance.now();
   const progress = opts.progress ?? (() => {});
@@ -160,12 +217,23 @@ export async function runFuzz(opts: FuzzOptions): Promise<FuzzReport> {
   };
   process.on('unhandledRejection', onCrash);
   process.on('uncaughtException', onCrash);
-  let rssPeak = process.memoryUsage().rss;
-  const rssTimer = setInterval(() => (rssPeak = Math.max(rssPeak, process.memoryUsage().rss)), 100);
-
   const projectA = 'p1';
   const projectB = 'p2';
-  const h = await startHub({ project: projectA, options: HUB_OPTIONS });
+  // Projects and tokens exist before the hub starts (it may be another process on the same file).
+  const location = await freshStoreLocation();
+  const store = await openStoreAt(location);
+  const mint = async (project: string, role: 'read' | 'write' = 'write') => (await createToken(store, project, role)).token;
+  await store.createProject(projectA);
+  await store.createProject(projectB);
+  const tokens: Record<string, string> = {
+    write: '',
+    read: await mint(projectA, 'read'),
+    unknown: 'shub_AAAAAAAAAAAA_BBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBB',
+    otherProject: await mint(projectB),
+  };
+  // Hostile sockets use their own write token (one per project), never the devices' one.
+  const writeTokens: Record<string, string> = { [projectA]: await mint(projectA), [projectB]: tokens.otherProject! };
+  const h = await openFuzzHub(location, store, projectA, await mint(projectA), opts.hubProcess ?? false);
   const dir = makeTempDir('synchub-fuzz-');
   const devices: Device[] = makeDevices(dir, h, Array.from({ length: opts.devices ?? 3 }, (_, i) => `dev${i}`));
   const report: FuzzReport = {
@@ -186,15 +254,6 @@ export async function runFuzz(opts: FuzzOptions): Promise<FuzzReport> {
     failures,
   };
   try {
-    await h.createProject(projectB);
-    const tokens: Record<string, string> = {
-      write: '',
-      read: await h.createToken(projectA, 'read'),
-      unknown: 'shub_AAAAAAAAAAAA_BBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBB',
-      otherProject: await h.createToken(projectB, 'write'),
-    };
-    // Hostile sockets use their own write token (one per project), never the devices' one.
-    const writeTokens: Record<string, string> = { [projectA]: await h.createToken(projectA, 'write'), [projectB]: tokens.otherProject! };
     for (const d of devices) await d.start();
     progress(`devices started`);
     const hijackIds = devices.map((d) => d.status().deviceId);
@@ -284,7 +343,7 @@ export async function runFuzz(opts: FuzzOptions): Promise<FuzzReport> {
     const deadline = performance.now() + opts.ms;
     const pps = opts.pushesPerSocket ?? 40;
     const worker = async (w: number) => {
-      while (report.framesSent < opts.frames && performance.now() < deadline) {
+      while (report.framesSent < opts.frames && performance.now() < deadline && !h.crashed()) {
         const s = gen.nextScript(pps);
         s.token = s.token === 'write' ? 'write' : s.token;
         const toks = { ...tokens, write: writeTokens[s.project]! };
@@ -367,11 +426,17 @@ export async function runFuzz(opts: FuzzOptions): Promise<FuzzReport> {
         fail(`${key} acked but not in the store`);
       }
     }
-    if (Object.keys(Object.prototype).length > 0 || ({} as Record<string, unknown>).polluted !== undefined) fail('Object.prototype was polluted');
+    if (!opts.hubProcess && Object.keys(Object.prototype).length > 0 || ({} as Record<string, unknown>).polluted !== undefined) fail('Object.prototype was polluted');
   } finally {
-    clearInterval(rssTimer);
     for (const d of devices) await d.close().catch(() => {});
+    report.hubPeakRssMb = h.peakRssMb();
     await h.close();
+    await store.close();
+    const crash = h.crashed();
+    if (crash) {
+      crashes++;
+      fail(crash);
+    }
     // Give late socket errors a moment to surface before the listeners go.
     await delay(50);
     process.off('unhandledRejection', onCrash);
@@ -379,6 +444,5 @@ export async function runFuzz(opts: FuzzOptions): Promise<FuzzReport> {
   }
   report.crashes = crashes;
   report.durationMs = Math.round(performance.now() - started);
-  report.hubPeakRssMb = Math.round(rssPeak / 1024 / 1024);
   return report;
 }

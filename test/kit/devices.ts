@@ -18,8 +18,11 @@ export interface HubRef {
   url: string;
   project: string;
   token: string;
-  store: EventStore;
+  /** What the checks read of the hub's store. */
+  store: HubReads;
 }
+
+export type HubReads = Pick<EventStore, 'headSeq' | 'readAfter'>;
 
 /** Agent timings for tests: quick reconnects, quick dead-link detection. */
 export const FAST_AGENT: Partial<AgentOptions> = { backoffBaseMs: 20, backoffCapMs: 300, pingIntervalMs: 1000 };
@@ -97,7 +100,7 @@ export function makeDevices(dir: string, hub: HubRef, names: string[], opts: Par
 }
 
 /** The whole hub log of a project, in seq order, each event schema-checked. */
-export async function hubLog(store: EventStore, project: string): Promise<SyncEvent[]> {
+export async function hubLog(store: HubReads, project: string): Promise<SyncEvent[]> {
   const out: SyncEvent[] = [];
   for (;;) {
     const page = await store.readAfter(project, out.length ? out[out.length - 1]!.serverSeq : 0, 5000);
