@@ -42,7 +42,7 @@ export const AgentOptionsSchema = z.object({
   tables: z.array(z.string().min(1)).optional(),
   pushBatchSize: z.number().int().positive().max(1000).default(500),
   maxPushesInFlight: z.number().int().positive().default(4),
-  /** How often PRAGMA data_version is polled for the app's own commits. */
+  /** How often PRAGMA data_version is polled for the app's own commits (a write to the WAL is also watched, and checked at once). */
   watchIntervalMs: z.number().int().positive().default(5),
   backoffBaseMs: z.number().int().positive().default(250),
   backoffCapMs: z.number().int().positive().default(30_000),
@@ -227,7 +227,7 @@ export class Agent extends EventEmitter<AgentEvents> {
       o.maxPushesInFlight,
     );
     // An app commit may also undo a row a snapshot waits for (see tryFinishBootstrap).
-    this.watcher = new DataVersionWatcher(db, () => (this.pusher.wake(), this.tryFinishBootstrap()), o.watchIntervalMs, (err) => this.dbFailed(err));
+    this.watcher = new DataVersionWatcher(db, () => (this.pusher.wake(), this.tryFinishBootstrap()), o.watchIntervalMs, (err) => this.dbFailed(err), o.db);
 
     this.link.on('welcome', (w) => {
       // The hub's head below a seq it acked to us: it lost those events (restored from an older backup).
