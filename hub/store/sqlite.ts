@@ -100,6 +100,7 @@ export class SqliteEventStore implements EventStore {
       dupSeq: this.db
         .prepare('SELECT server_seq FROM events WHERE project = ? AND device_id = ? AND session_id = ? AND client_action_id = ?')
         .pluck(),
+      baseSeq: this.db.prepare('SELECT base_seq FROM projects WHERE name = ?').pluck(),
       setHead: this.db.prepare('UPDATE projects SET head_seq = ?, head_digest = ? WHERE name = ?'),
       head: this.db.prepare('SELECT head_seq FROM projects WHERE name = ?').pluck(),
       headRow: this.db.prepare('SELECT head_seq AS seq, head_digest AS digest FROM projects WHERE name = ?'),
@@ -129,9 +130,12 @@ export class SqliteEventStore implements EventStore {
       this.state.begin();
       const out = groups.map(({ project, deviceId, events, payloadJson }) => {
         let head = newHeads.get(project) ?? this.head(project);
+        // Keys of compacted events exist only once the project was compacted (base_seq > 0); read in
+        // this transaction, so a compaction by another process is seen too.
+        const compactedOnce = (this.stmt.baseSeq.get(project) as number) > 0;
         const outcomes = events.map((e, i): AppendOutcome => {
           // A compacted event's key is no longer in `events`; it is still a duplicate.
-          const compacted = this.stmt.compactedSeq.get(project, deviceId, e.sessionId, e.clientActionId) as number | undefined;
+          const compacted = compactedOnce ? (this.stmt.compactedSeq.get(project, deviceId, e.sessionId, e.clientActionId) as number | undefined) : undefined;
           if (compacted !== undefined) return { stored: false, seq: compacted };
           const seq = head.seq + 1;
           const json = serializeEvent(seq, deviceId, serverTimestamp, e, payloadJson?.[i]);
