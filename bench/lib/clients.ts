@@ -2,7 +2,7 @@
 // socket, so that every system's receiver does the same small amount of work:
 // find the markers in the raw message, nothing else (no Y.Doc apply, no Logux log).
 //
-//   synchub / wsfloor  hello -> welcome; push frames -> ack frames; events frames (synchub-pg and
+//   synchub / wsfloor / durablefloor  hello -> welcome; push frames -> ack frames; events frames (synchub-pg and
 //                      synchub-pg2 too: the same hub on PostgreSQL, one or two nodes)
 //   hocuspocus         Auth(token) + SyncStep1 -> SyncStep2; one Yjs update message per event -> SyncStatus ack
 //   ywebsocket         SyncStep1 -> SyncStep2; one Yjs update per event; the server echoes every update
@@ -13,7 +13,7 @@ import WebSocket from 'ws';
 import * as Y from 'yjs';
 import * as encoding from 'lib0/encoding';
 import * as decoding from 'lib0/decoding';
-import { asBuffer, pushEventJson, scanMarks, type BenchRow, type ServerSystem } from './common.ts';
+import { asBuffer, isWsFloor, pushEventJson, scanMarks, type BenchRow, type ServerSystem } from './common.ts';
 
 export interface Target {
   system: ServerSystem;
@@ -61,6 +61,7 @@ export function connectClient(t: Target, o: ClientOptions): BenchClient {
     case 'synchub-pg':
     case 'synchub-pg2':
     case 'wsfloor':
+    case 'durablefloor':
       return synchubClient(t, o);
     case 'hocuspocus':
       return hocuspocusClient(t, o);
@@ -104,7 +105,7 @@ const WS_OPTS = { perMessageDeflate: false, maxPayload: 64 * 1024 * 1024 } as co
 // ---------------------------------------------------------------- synchub (and the ws floor, same frames)
 
 function synchubClient(t: Target, o: ClientOptions): BenchClient {
-  const url = t.system === 'wsfloor' ? t.url : `${t.url}/v1/projects/${encodeURIComponent(t.project!)}/sync`;
+  const url = isWsFloor(t.system) ? t.url : `${t.url}/v1/projects/${encodeURIComponent(t.project!)}/sync`;
   const ws = new WebSocket(url, { ...WS_OPTS, headers: { Authorization: `Bearer ${t.token}` } });
   const r = readyPromise(ws, o);
   let batch = 0;

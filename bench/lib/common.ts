@@ -8,10 +8,15 @@ import * as hdr from 'hdr-histogram-js';
 export const BENCH_DIR = dirname(dirname(fileURLToPath(import.meta.url)));
 export const REPO_ROOT = dirname(BENCH_DIR);
 
-export type System = 'synchub' | 'synchub-pg' | 'synchub-pg2' | 'wsfloor' | 'sqlitefloor' | 'hocuspocus' | 'ywebsocket' | 'logux';
-export const SYSTEMS: System[] = ['synchub', 'synchub-pg', 'synchub-pg2', 'wsfloor', 'sqlitefloor', 'hocuspocus', 'ywebsocket', 'logux'];
+export type System = 'synchub' | 'synchub-pg' | 'synchub-pg2' | 'wsfloor' | 'durablefloor' | 'sqlitefloor' | 'hocuspocus' | 'ywebsocket' | 'logux';
+export const SYSTEMS: System[] = ['synchub', 'synchub-pg', 'synchub-pg2', 'wsfloor', 'durablefloor', 'sqlitefloor', 'hocuspocus', 'ywebsocket', 'logux'];
 /** Systems that run as a network server (the SQLite floor is an in-process loop). */
 export type ServerSystem = Exclude<System, 'sqlitefloor'>;
+
+/** The floors that speak synchub's frames on a bare ws server (no project path, no auth). */
+export function isWsFloor(s: System): boolean {
+  return s === 'wsfloor' || s === 'durablefloor';
+}
 
 /** synchub itself on each of its stores: the real hub, spoken to over the real protocol. */
 export type SynchubSystem = 'synchub' | 'synchub-pg' | 'synchub-pg2';
