@@ -5,6 +5,7 @@
 //   npm run bench -- --only ingest,fanout  some scenarios (ingest, fanout, catchup, conns)
 //   npm run bench -- --systems synchub,synchub-pg,synchub-pg2   (SQLite; PostgreSQL, 1 and 2 nodes)
 //   npm run bench -- --runs 5 --profile    CPU-profile the synchub hub child (results/profiles/)
+//   npm run bench -- --only conns --conns 50000   idle sockets on one hub (as many as the fd limit allows)
 //
 // Every server runs alone in a child process (synchub-pg2: one per hub node), every load
 // generator in another; all on 127.0.0.1. Writes results/<date>.json and prints tables.
@@ -48,6 +49,7 @@ const { values: flags } = parseArgs({
     only: { type: 'string' },
     systems: { type: 'string' },
     runs: { type: 'string' },
+    conns: { type: 'string' },
     profile: { type: 'boolean', default: false },
     out: { type: 'string' },
     help: { type: 'boolean', default: false },
@@ -81,9 +83,10 @@ const CFG = {
   sqliteFloorBatch: 1000,
   fanout: { rate: 1000, receivers: process.env.BENCH_RECEIVERS ? process.env.BENCH_RECEIVERS.split(',').map(Number) : [1, 10, 100], warmupMs: quick ? 500 : 1000, durationMs: quick ? 2000 : 4000 },
   catchup: { events: quick ? 20_000 : 100_000, passes: 2 },
-  conns: { count: quick ? 2000 : 10_000, workers: 2, concurrency: 100 },
+  conns: { count: flags.conns ? Number(flags.conns) : quick ? 2000 : 10_000, workers: 2, concurrency: 100 },
 };
 if (!Number.isInteger(CFG.runs) || CFG.runs < 1 || CFG.runs > 20) fail('--runs: 1..20');
+if (!Number.isInteger(CFG.conns.count) || CFG.conns.count < 1 || CFG.conns.count > 1_000_000) fail('--conns: 1..1000000');
 
 function fail(msg: string): never {
   process.stderr.write(`bench: ${msg}\n`);
@@ -447,6 +450,10 @@ async function settle(): Promise<void> {
   }
 }
 const pendingRemoval: string[] = [];
+/** Why the connections scenario measured fewer sockets than asked for (null: it did not). */
+let connsCapped: string | null = null;
+/** Sockets and client processes the connections scenario used. */
+let connsRun = { count: CFG.conns.count, workers: CFG.conns.workers };
 /** A fresh directory under the run's temp root, removed before the next run. */
 function pendingDir(prefix: string): string {
   const dir = mkdtempSync(join(tmpRoot, prefix));
@@ -562,7 +569,7 @@ async function scenarioCatchup() {
       return null;
     });
   }
-  type P = { measured: { rate: number; totalMs: number } };
+  type P = { measured: { rate: number; totalMs: number; firstFrameMs?: number }; passes: { firstFrameMs?: number }[] };
   for (const system of SYSTEMS) {
     if (!systems.has(system)) continue;
     if (system === 'logux') {
@@ -582,7 +589,7 @@ async function scenarioCatchup() {
       hocuspocus: 'whole-document sync (one SyncStep2) applied into a Y.Doc; events/s = rows / time',
       ywebsocket: 'whole-document sync (one SyncStep2) applied into a Y.Doc; events/s = rows / time',
     };
-    await measure('catchup', system, note[system], async () => {
+    await measure('catchup', system, note[system], async (): Promise<Figures> => {
       if (system === 'sqlitefloor') {
         const r = await runJob<P>({ kind: 'sqlite-apply', hubDb: hubDb!.db!, project: PROJECT, dir: mkdtempSync(join(tmpRoot, 'apply-')), expect: n, passes }, 300_000);
         return { appliedPerSec: Math.round(r.measured.rate), streamPerSec: null, totalMs: Math.round(r.measured.totalMs) };
@@ -600,7 +607,15 @@ async function scenarioCatchup() {
             flags.profile ? ['--cpu-prof', `--cpu-prof-dir=${join(BENCH_DIR, 'results', 'profiles', 'catchup-agent')}`] : [],
           );
           const s = await runJob<P>({ kind: 'catchup-stream', target: reader, expect: n, passes }, 300_000);
-          return { appliedPerSec: Math.round(a.measured.rate), streamPerSec: Math.round(s.measured.rate), totalMs: Math.round(a.measured.totalMs) };
+          // First frame: of the measured (last) pass, and of the first pass (a cold hub: its first read of the backlog).
+          const ms = (v: number | undefined) => (v === undefined ? null : Math.round(v * 10) / 10);
+          return {
+            appliedPerSec: Math.round(a.measured.rate),
+            streamPerSec: Math.round(s.measured.rate),
+            totalMs: Math.round(a.measured.totalMs),
+            firstFrameMs: ms(a.measured.firstFrameMs),
+            firstFrameColdMs: ms(a.passes[0]?.firstFrameMs),
+          };
         }
         if (system === 'wsfloor') {
           const s = await runJob<P>({ kind: 'catchup-stream', target: srv.target, expect: n, passes }, 300_000);
@@ -616,8 +631,50 @@ async function scenarioCatchup() {
   if (pgBacklog) await discardHubStore(pgBacklog);
 }
 
+/** Files a server child may keep open besides its sockets: SQLite's db/-wal/-shm, the listener, stdio, tsx. */
+const FD_SLACK = 500;
+
+function shell(cmd: string): string | null {
+  try {
+    return execFileSync('/bin/sh', ['-c', cmd], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim();
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * How the connections scenario opens `count` sockets on this machine. A process holds at most
+ * RLIMIT_NOFILE sockets (children raise the soft limit to the hard one; above the hard limit
+ * only with CAP_SYS_RESOURCE, probed here), and one source address has one ephemeral port
+ * range towards one server port: clients spread over processes and source addresses.
+ */
+function connsPlan(count: number) {
+  const hardText = shell('ulimit -Hn') ?? '1024';
+  const hard = hardText === 'unlimited' ? Infinity : Number(hardText);
+  let nofile = hard;
+  if (count + FD_SLACK > hard && shell(`ulimit -n ${count + FD_SLACK}`) !== null) {
+    // Allowed to raise the hard limit (root with CAP_SYS_RESOURCE): every child gets enough.
+    nofile = count + FD_SLACK;
+    process.env.BENCH_NOFILE = String(nofile);
+  }
+  const range = (shell('cat /proc/sys/net/ipv4/ip_local_port_range') ?? '32768 60999').split(/\s+/).map(Number);
+  const ports = (range[1] ?? 60999) - (range[0] ?? 32768) + 1;
+  const perWorker = Math.min(nofile - FD_SLACK, ports - 1000, 25_000);
+  const workers = Math.max(CFG.conns.workers, Math.ceil(count / perWorker));
+  const serverFit = nofile - FD_SLACK;
+  const why =
+    count > serverFit
+      ? `asked for ${count.toLocaleString('en-US')}: a process may open ${hardText} files here (hard RLIMIT_NOFILE; raising it needs CAP_SYS_RESOURCE, which this process lacks), so one server process holds ${serverFit.toLocaleString('en-US')} sockets at most`
+      : null;
+  return { count: Math.min(count, serverFit), workers, why, nofile };
+}
+
 async function scenarioConns() {
-  const c = CFG.conns;
+  const plan = connsPlan(CFG.conns.count);
+  if (plan.why) log(`conns: ${plan.why}; measuring ${plan.count.toLocaleString('en-US')}`);
+  connsCapped = plan.why;
+  connsRun = { count: plan.count, workers: plan.workers };
+  const c = { ...CFG.conns, ...connsRun };
   for (const system of SYSTEMS) {
     if (!systems.has(system)) continue;
     if (system === 'sqlitefloor') {
@@ -641,10 +698,12 @@ async function scenarioConns() {
           live.add(child);
           workers.push(child);
           const count = Math.min(per, c.count - w * per);
-          child.send({ type: 'job', job: { kind: 'conns', target: srv.target, count, indexBase: 1 + w * per, concurrency: c.concurrency } satisfies Job });
+          // Each worker from its own source address: its own ephemeral port range towards the server.
+          const localAddress = `127.0.0.${2 + w}`;
+          child.send({ type: 'job', job: { kind: 'conns', target: srv.target, count, indexBase: 1 + w * per, concurrency: c.concurrency, localAddress } satisfies Job });
         }
         type Connected = { type: 'connected'; ok: number; failed: number; firstError: string; startUs: number; endUs: number };
-        const connected = await Promise.all(workers.map((w) => w.next<Connected>('connected', 180_000)));
+        const connected = await Promise.all(workers.map((w) => w.next<Connected>('connected', Math.max(180_000, c.count * 10))));
         const ok = connected.reduce((n, m) => n + m.ok, 0);
         const connectSec = (Math.max(...connected.map((m) => m.endUs)) - Math.min(...connected.map((m) => m.startUs))) / 1e6;
         if (ok < c.count) log(`  ${c.count - ok} sockets failed: ${connected.find((m) => m.firstError)?.firstError}`);
@@ -762,6 +821,20 @@ function storesTable(): string | null {
   );
 }
 
+/**
+ * "50,000 idle devices on one hub process": met only when a run held them all and each got
+ * the one event; otherwise why not (fewer asked for, or the machine's file limit), with the
+ * memory 50,000 would take at the measured bytes per socket.
+ */
+function fiftyThousand(n: number | null, kb: number | null, fanoutAllMs: number | null): { target: string; value: string; met: boolean | null } {
+  const WANT = 50_000;
+  const target = '50,000 idle devices on one hub process';
+  const estimate = kb !== null ? `; at ${fmt(kb, 1)} KB/socket 50,000 take ~${fmt((kb * WANT) / 1024, 0)} MB` : '';
+  if (n !== null && n >= WANT) return { target, value: `${fmt(n, 0)} sockets, 1 event to all in ${fmt(fanoutAllMs, 1)} ms`, met: fanoutAllMs !== null };
+  if (connsCapped) return { target, value: `not measured: ${connsCapped}; measured ${fmt(n, 0)}${estimate}`, met: null };
+  return { target, value: `not measured: ${fmt(n, 0)} sockets (npm run bench -- --only conns --conns 50000)${estimate}`, met: null };
+}
+
 function report(): { text: string; targets: { target: string; value: string; met: boolean | null }[] } {
   const out: string[] = [];
   const sys = SYSTEMS.filter((s) => systems.has(s) || skipped.has(s));
@@ -811,11 +884,12 @@ function report(): { text: string; targets: { target: string; value: string; met
     out.push(
       table(
         `Catch-up: a ${CFG.catchup.events.toLocaleString('en-US')}-event backlog (first 10% = warm-up)`,
-        ['system', 'applied ev/s', 'stream-only ev/s', 'notes'],
+        ['system', 'applied ev/s', 'stream-only ev/s', 'first frame ms', 'first frame, cold hub ms', 'notes'],
         sys.map((s) => {
-          if (skipped.has(s)) return skippedRow(s, 2);
+          if (skipped.has(s)) return skippedRow(s, 4);
           const c = results.catchup![s];
-          return [LABEL[s], fmt(c?.median.appliedPerSec), fmt(c?.median.streamPerSec), cellNote(c)];
+          const m = c?.median ?? {};
+          return [LABEL[s], fmt(m.appliedPerSec), fmt(m.streamPerSec), fmt(m.firstFrameMs, 1), fmt(m.firstFrameColdMs, 1), cellNote(c)];
         }),
       ),
     );
@@ -823,7 +897,7 @@ function report(): { text: string; targets: { target: string; value: string; met
   if (results.conns) {
     out.push(
       table(
-        `Connections: ${CFG.conns.count.toLocaleString('en-US')} idle authenticated sockets from ${CFG.conns.workers} client processes`,
+        `Connections: ${connsRun.count.toLocaleString('en-US')} idle authenticated sockets from ${connsRun.workers} client processes` + (connsCapped ? ` (${connsCapped})` : ''),
         ['system', 'connect all (s)', 'server RSS MB', 'KB/socket', '1 event to all (ms)', 'notes'],
         sys.map((s) => {
           if (skipped.has(s)) return skippedRow(s, 4);
@@ -883,16 +957,27 @@ function report(): { text: string; targets: { target: string; value: string; met
   }
   if (results.catchup) {
     const v = get('catchup', 'synchub', 'appliedPerSec');
-    targets.push({ target: 'agent catch-up >= 100,000 events/s applied', value: fmt(v), met: v === null ? null : v >= 100_000 });
+    targets.push({ target: 'agent catch-up >= 200,000 events/s applied', value: fmt(v), met: v === null ? null : v >= 200_000 });
+    const first = get('catchup', 'synchub', 'firstFrameMs');
+    targets.push({ target: 'agent catch-up: Agent construction to first applied frame < 300 ms', value: `${fmt(first, 1)} ms`, met: first === null ? null : first < 300 });
   }
   if (results.conns) {
     const v = get('conns', 'synchub', 'rssIdleMB');
     const n = get('conns', 'synchub', 'sockets');
     targets.push({
-      target: `${CFG.conns.count.toLocaleString('en-US')} idle sockets, hub RSS < 500 MB`,
+      target: `${connsRun.count.toLocaleString('en-US')} idle sockets, hub RSS < 500 MB`,
       value: `${fmt(v, 0)} MB with ${fmt(n, 0)} sockets`,
-      met: v === null || n === null ? null : v < 500 && n >= CFG.conns.count,
+      met: v === null || n === null ? null : v < 500 && n >= connsRun.count,
     });
+    // Memory per idle socket against the raw ws floor's (the same sockets, nothing else held).
+    const kb = get('conns', 'synchub', 'rssPerSocketKB');
+    const floorKb = get('conns', 'wsfloor', 'rssPerSocketKB');
+    targets.push({
+      target: 'idle sockets: memory per socket at most 1.2x the raw ws floor',
+      value: kb !== null && floorKb ? `${fmt(kb, 1)} KB = ${fmt(kb / floorKb)}x of ${fmt(floorKb, 1)} KB` : '—',
+      met: kb !== null && floorKb ? kb <= 1.2 * floorKb : null,
+    });
+    targets.push(fiftyThousand(n, kb, get('conns', 'synchub', 'fanoutAllMs')));
   }
   out.push(
     table(

@@ -40,6 +40,11 @@ export interface ClientOptions {
   onAcked?: (n: number) => void;
   /** Connect timeout. */
   timeoutMs?: number;
+  /**
+   * Source address (any of 127.0.0.0/8 reaches a server on 127.0.0.1): one address has ~28,000
+   * ephemeral ports towards one server port, so tens of thousands of sockets need several.
+   */
+  localAddress?: string;
 }
 
 export interface BenchClient {
@@ -101,12 +106,13 @@ function readyPromise(ws: WebSocket, o: ClientOptions) {
 }
 
 const WS_OPTS = { perMessageDeflate: false, maxPayload: 64 * 1024 * 1024 } as const;
+const wsOpts = (o: ClientOptions) => (o.localAddress ? { ...WS_OPTS, localAddress: o.localAddress } : WS_OPTS);
 
 // ---------------------------------------------------------------- synchub (and the ws floor, same frames)
 
 function synchubClient(t: Target, o: ClientOptions): BenchClient {
   const url = isWsFloor(t.system) ? t.url : `${t.url}/v1/projects/${encodeURIComponent(t.project!)}/sync`;
-  const ws = new WebSocket(url, { ...WS_OPTS, headers: { Authorization: `Bearer ${t.token}` } });
+  const ws = new WebSocket(url, { ...wsOpts(o), headers: { Authorization: `Bearer ${t.token}` } });
   const r = readyPromise(ws, o);
   let batch = 0;
   let clientActionId = 0;
@@ -174,7 +180,7 @@ function yWriter(send: (update: Uint8Array) => void) {
 // ---------------------------------------------------------------- Hocuspocus
 
 function hocuspocusClient(t: Target, o: ClientOptions): BenchClient {
-  const ws = new WebSocket(t.url, WS_OPTS);
+  const ws = new WebSocket(t.url, wsOpts(o));
   const r = readyPromise(ws, o);
   const prefix = (e: encoding.Encoder) => encoding.writeVarString(e, DOC);
   let writer: ReturnType<typeof yWriter> | null = null;
@@ -232,7 +238,7 @@ function hocuspocusClient(t: Target, o: ClientOptions): BenchClient {
 // ---------------------------------------------------------------- y-websocket
 
 function yWebsocketClient(t: Target, o: ClientOptions): BenchClient {
-  const ws = new WebSocket(`${t.url}/${DOC}?token=${encodeURIComponent(t.token ?? SECRET)}`, WS_OPTS);
+  const ws = new WebSocket(`${t.url}/${DOC}?token=${encodeURIComponent(t.token ?? SECRET)}`, wsOpts(o));
   const r = readyPromise(ws, o);
   let writer: ReturnType<typeof yWriter> | null = null;
   ws.on('open', () => {
@@ -285,7 +291,7 @@ function yWebsocketClient(t: Target, o: ClientOptions): BenchClient {
 // ---------------------------------------------------------------- Logux (protocol 5)
 
 function loguxClient(t: Target, o: ClientOptions): BenchClient {
-  const ws = new WebSocket(t.url, WS_OPTS);
+  const ws = new WebSocket(t.url, wsOpts(o));
   const r = readyPromise(ws, o);
   const userId = `u${o.index}`;
   const nodeId = `${userId}:${process.pid}x${o.index}x${Math.random().toString(36).slice(2, 8)}`;

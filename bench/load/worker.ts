@@ -28,7 +28,7 @@ export type Job =
   | { kind: 'ingest'; target: Target; conns: number; batch: number; window: number; entities: number; warmupMs: number; durationMs: number }
   | { kind: 'sqlite-ingest'; dir: string; batch: number; warmupMs: number; durationMs: number }
   | { kind: 'fanout'; target: Target; receivers: number; rate: number; warmupMs: number; durationMs: number }
-  | { kind: 'conns'; target: Target; count: number; indexBase: number; concurrency: number }
+  | { kind: 'conns'; target: Target; count: number; indexBase: number; concurrency: number; localAddress?: string }
   | { kind: 'catchup-agent'; url: string; project: string; token: string; dir: string; expect: number; passes: number }
   | { kind: 'catchup-stream'; target: Target; expect: number; passes: number }
   | { kind: 'catchup-y'; target: Target; expect: number; passes: number }
@@ -286,6 +286,7 @@ async function conns(j: Extract<Job, { kind: 'conns' }>) {
   const { clients, failed, firstError } = await connectAll(j.target, j.count, j.indexBase, j.concurrency, (index) => ({
     index,
     timeoutMs: 60_000,
+    localAddress: j.localAddress,
     onMessage: (buf) => {
       if (!armed) return;
       const now = nowUs();
@@ -317,7 +318,7 @@ async function conns(j: Extract<Job, { kind: 'conns' }>) {
 /** Catch-up with the real Agent: a fresh app DB applies the whole backlog; the first 10% is the warm-up. */
 async function catchupAgent(j: Extract<Job, { kind: 'catchup-agent' }>) {
   const { Agent } = await import('../../agent/agent.ts');
-  const passes: { totalMs: number; rate: number; frames: number }[] = [];
+  const passes: { totalMs: number; rate: number; frames: number; firstFrameMs: number }[] = [];
   mkdirSync(j.dir, { recursive: true });
   for (let p = 0; p < j.passes; p++) {
     const db = join(j.dir, `app-${process.pid}-${p}.db`);
@@ -325,6 +326,10 @@ async function catchupAgent(j: Extract<Job, { kind: 'catchup-agent' }>) {
     app.pragma('journal_mode = WAL');
     app.exec('CREATE TABLE items (id TEXT PRIMARY KEY, n INTEGER, mark TEXT, body TEXT, deleted_at TEXT)');
     app.close();
+    // Time to first frame counts from the Agent's construction (opening the app DB, its sync tables,
+    // connect, hello/welcome, the hub's first read): what a device waits before anything lands.
+    const t0 = nowUs();
+    let firstUs = 0;
     // Replay of the log, event by event: a fresh agent would otherwise bootstrap from a snapshot of
     // the hub's state (SQLite store), which is a different measurement.
     const agent = new Agent({ db, hub: j.url, project: j.project, token: j.token, tables: ['items'], snapshot: false });
@@ -332,11 +337,10 @@ async function catchupAgent(j: Extract<Job, { kind: 'catchup-agent' }>) {
     let tw = 0;
     let cw = 0;
     let frames = 0;
-    const t0 = nowUs();
     const done = new Promise<number>((resolve, reject) => {
       const timer = setTimeout(() => reject(new Error(`agent catch-up: not done within 180 s (frames ${frames})`)), 180_000);
       agent.on('applied', (r) => {
-        frames++;
+        if (frames++ === 0) firstUs = nowUs();
         if (!tw && r.cursor >= warm) {
           tw = nowUs();
           cw = r.cursor;
@@ -355,7 +359,7 @@ async function catchupAgent(j: Extract<Job, { kind: 'catchup-agent' }>) {
     const rows = (check.prepare('SELECT count(*) FROM items').pluck().get() as number) ?? 0;
     check.close();
     if (rows !== j.expect) throw new Error(`agent catch-up applied ${rows} rows, expected ${j.expect}`);
-    passes.push({ totalMs: (t1 - t0) / 1000, rate: (j.expect - cw) / ((t1 - tw) / 1e6), frames });
+    passes.push({ totalMs: (t1 - t0) / 1000, rate: (j.expect - cw) / ((t1 - tw) / 1e6), frames, firstFrameMs: (firstUs - t0) / 1000 });
   }
   rmSync(j.dir, { recursive: true, force: true });
   return { passes, measured: passes[passes.length - 1] };
