@@ -2,7 +2,7 @@
 //
 //   npm run bench                          everything, median of 3 runs (~18 min on 2 cores)
 //   npm run bench -- --quick               1 run, smaller sizes (~5 min)
-//   npm run bench -- --only ingest,fanout  some scenarios (ingest, fanout, catchup, conns)
+//   npm run bench -- --only ingest,fanout  some scenarios (ingest, fanout, catchup, conns, visible)
 //   npm run bench -- --systems synchub,synchub-pg,synchub-pg2   (SQLite; PostgreSQL, 1 and 2 nodes)
 //   npm run bench -- --runs 5 --profile    CPU-profile the synchub hub child (results/profiles/)
 //   npm run bench -- --only conns --conns 50000   idle sockets on one hub (as many as the fd limit allows)
@@ -39,7 +39,8 @@ import type { Job } from './load/worker.ts';
 import { cpuSnapshot, foreignCores, treeCores } from './lib/cpu.ts';
 import { postgresMissing, startPostgres, type BenchPostgres } from './lib/postgres.ts';
 import type { EventStore } from '../hub/store/event-store.ts';
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { makeAppDb, openAppWriter } from './lib/app-db.ts';
 
 // ---------------------------------------------------------------- options
 
@@ -60,7 +61,7 @@ if (flags.help) {
   process.stdout.write(readFileSync(new URL(import.meta.url)).toString().split('\n').slice(0, 10).join('\n') + '\n');
   process.exit(0);
 }
-const SCENARIOS = ['ingest', 'fanout', 'catchup', 'conns'] as const;
+const SCENARIOS = ['ingest', 'fanout', 'catchup', 'conns', 'visible'] as const;
 type Scenario = (typeof SCENARIOS)[number];
 const only = new Set((flags.only ?? SCENARIOS.join(',')).split(',').map((s) => s.trim()) as Scenario[]);
 for (const s of only) if (!SCENARIOS.includes(s)) fail(`--only: unknown scenario ${s} (use ${SCENARIOS.join(',')})`);
@@ -83,6 +84,8 @@ const CFG = {
   sqliteFloorBatch: 1000,
   fanout: { rate: 1000, receivers: process.env.BENCH_RECEIVERS ? process.env.BENCH_RECEIVERS.split(',').map(Number) : [1, 10, 100], warmupMs: quick ? 500 : 1000, durationMs: quick ? 2000 : 4000 },
   catchup: { events: quick ? 20_000 : 100_000, passes: 2 },
+  // Two agent daemons: an app commits on A, a reader polls B's file. Light load: latency, not throughput.
+  visible: { rate: 20, durationMs: quick ? 5000 : 10_000, warmupMs: 1000 },
   conns: { count: flags.conns ? Number(flags.conns) : quick ? 2000 : 10_000, workers: 2, concurrency: 100 },
 };
 if (!Number.isInteger(CFG.runs) || CFG.runs < 1 || CFG.runs > 20) fail('--runs: 1..20');
@@ -147,9 +150,12 @@ const PROJECT = 'bench';
 const tmpRoot = mkdtempSync(join(tmpdir(), 'synchub-bench-'));
 process.on('exit', () => rmSync(tmpRoot, { recursive: true, force: true }));
 const live = new Set<Child>();
+/** Agent daemons of the write-to-visible scenario (plain processes, no IPC). */
+const daemons = new Set<ChildProcess>();
 for (const sig of ['SIGINT', 'SIGTERM'] as const) {
   process.on(sig, () => {
     for (const c of live) c.proc.kill('SIGKILL');
+    for (const d of daemons) d.kill('SIGKILL');
     // pg_ctl detached the PostgreSQL server from our process group: stop it ourselves.
     void stopPostgres().finally(() => process.exit(130));
   });
@@ -742,6 +748,92 @@ async function scenarioConns() {
   }
 }
 
+// ---------------------------------------------------------------- write-to-visible
+
+/**
+ * `synchub agent run` as a user starts it (bin/synchub.js: the TypeScript through tsx in a
+ * checkout), beside its app file. Warnings and errors go to our stderr.
+ */
+function startAgentDaemon(db: string, hub: string, tokenFile: string): ChildProcess {
+  const args = [join(REPO_ROOT, 'bin', 'synchub.js'), 'agent', 'run', '--db', db, '--hub', hub, '--project', PROJECT, '--token-file', tokenFile, '--tables', 'items', '--log-level', 'warn'];
+  const p = spawn(process.execPath, args, { cwd: REPO_ROOT, stdio: ['ignore', 'ignore', 'inherit'] });
+  daemons.add(p);
+  p.on('exit', () => daemons.delete(p));
+  return p;
+}
+
+/** SIGTERM (the daemon stops cleanly), SIGKILL by its pid if it has not exited within 10 s. */
+async function stopDaemon(p: ChildProcess): Promise<void> {
+  if (p.exitCode !== null || p.signalCode !== null) return;
+  const exited = new Promise<void>((r) => p.once('exit', () => r()));
+  p.kill('SIGTERM');
+  const t = setTimeout(() => p.kill('SIGKILL'), 10_000);
+  await exited;
+  clearTimeout(t);
+}
+
+/**
+ * Both daemons connected and syncing: a probe row written on A (n = 0, outside the measured
+ * rows) readable on B. The daemons' start-up (tsx, connect, an empty snapshot) is not measured.
+ */
+async function probeThrough(a: string, b: string, timeoutMs: number): Promise<number> {
+  const t0 = nowUs();
+  const w = openAppWriter(a);
+  w.write(0, t0);
+  w.close();
+  const until = Date.now() + timeoutMs;
+  while (Date.now() < until) {
+    if (existsSync(b)) {
+      const r = new Database(b, { readonly: true, fileMustExist: true });
+      const got = r.prepare("SELECT 1 FROM items WHERE id = 'v0'").get();
+      r.close();
+      if (got) return (nowUs() - t0) / 1000;
+    }
+    await sleep(50);
+  }
+  throw new Error(`write-to-visible: the probe row did not reach device B within ${timeoutMs / 1000} s`);
+}
+
+async function scenarioVisible() {
+  const c = CFG.visible;
+  for (const system of SYSTEMS) {
+    if (!systems.has(system)) continue;
+    if (system !== 'synchub') {
+      na('visible', system, 'n/a: needs two synchub agent daemons beside app SQLite files');
+      continue;
+    }
+    await measure('visible', system, 'agent daemons (synchub agent run) on A and B, one hub child; the app commits on A at 20 rows/s, a reader polls B every 0.2 ms', async () => {
+      const srv = await startServer(system);
+      const dir = pendingDir('visible-');
+      const tokenFile = join(dir, 'token');
+      writeFileSync(tokenFile, srv.target.token!, { mode: 0o600 });
+      const [a, b] = [join(dir, 'A.db'), join(dir, 'B.db')];
+      makeAppDb(a);
+      makeAppDb(b);
+      const agents = [startAgentDaemon(a, srv.target.url, tokenFile), startAgentDaemon(b, srv.target.url, tokenFile)];
+      const poller = new Child('worker visible-poll', 'load/worker.ts');
+      live.add(poller);
+      try {
+        const probeMs = await probeThrough(a, b, 60_000);
+        const rows = Math.round((c.rate * c.durationMs) / 1000);
+        const warmupRows = Math.round((c.rate * c.warmupMs) / 1000);
+        poller.send({ type: 'job', job: { kind: 'visible-poll', db: b, rows, warmupRows, timeoutMs: c.durationMs + 15_000 } satisfies Job });
+        await poller.next('polling', 60_000);
+        const w = await runJob<{ rows: number; commitHist: string }>({ kind: 'visible-write', db: a, rate: c.rate, rows }, c.durationMs + 60_000);
+        const p = (await poller.next<{ type: 'result'; result: { seen: number; hist: string } }>('result', 30_000)).result;
+        const s = summarize(decodeHist(p.hist));
+        const commit = summarize(decodeHist(w.commitHist));
+        return { p50Ms: s.p50, p99Ms: s.p99, maxMs: s.max, rows: w.rows, seen: p.seen, lost: w.rows - p.seen, appCommitP50Ms: commit.p50, probeMs: Math.round(probeMs) };
+      } finally {
+        await poller.stop(5000);
+        live.delete(poller);
+        await Promise.all(agents.map(stopDaemon));
+        await srv.stop();
+      }
+    });
+  }
+}
+
 // ---------------------------------------------------------------- report
 
 function fmt(v: number | null | undefined, digits = 2): string {
@@ -909,6 +1001,21 @@ function report(): { text: string; targets: { target: string; value: string; met
     );
   }
 
+  if (results.visible) {
+    out.push(
+      table(
+        `Write-to-visible: an app commits on device A (${CFG.visible.rate} rows/s for ${CFG.visible.durationMs / 1000} s, first ${CFG.visible.warmupMs / 1000} s = warm-up); a reader polls device B's file`,
+        ['system', 'p50 ms', 'p99 ms', 'max ms', 'rows', 'not seen', 'notes'],
+        sys.map((s) => {
+          if (skipped.has(s)) return skippedRow(s, 5);
+          const c = results.visible![s];
+          const m = c?.median ?? {};
+          return [LABEL[s], fmt(m.p50Ms), fmt(m.p99Ms), fmt(m.maxMs), fmt(m.rows, 0), fmt(m.lost, 0), cellNote(c)];
+        }),
+      ),
+    );
+  }
+
   // Targets (2-core machine): printed as met/missed, never asserted.
   const targets: { target: string; value: string; met: boolean | null }[] = [];
   const get = (sc: string, key: string, fig: string) => results[sc]?.[key]?.median[fig] ?? null;
@@ -979,6 +1086,12 @@ function report(): { text: string; targets: { target: string; value: string; met
     });
     targets.push(fiftyThousand(n, kb, get('conns', 'synchub', 'fanoutAllMs')));
   }
+  if (results.visible) {
+    const p50 = get('visible', 'synchub', 'p50Ms');
+    const p99 = get('visible', 'synchub', 'p99Ms');
+    targets.push({ target: 'write-to-visible p50 <= 2 ms (app commit on A to readable on B)', value: `${fmt(p50)} ms`, met: p50 === null ? null : p50 <= 2 });
+    targets.push({ target: 'write-to-visible p99 <= 10 ms', value: `${fmt(p99)} ms`, met: p99 === null ? null : p99 <= 10 });
+  }
   out.push(
     table(
       'Targets (2-core machine; reported, not asserted)',
@@ -1011,8 +1124,10 @@ try {
   if (only.has('fanout')) await scenarioFanout();
   if (only.has('catchup')) await scenarioCatchup();
   if (only.has('conns')) await scenarioConns();
+  if (only.has('visible')) await scenarioVisible();
 } finally {
   for (const c of live) c.proc.kill('SIGKILL');
+  for (const d of daemons) d.kill('SIGKILL');
   await stopPostgres();
 }
 

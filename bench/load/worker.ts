@@ -20,6 +20,7 @@ import {
 } from '../lib/common.ts';
 import { EVENTS_SCHEMA } from '../../hub/store/sqlite-schema.ts';
 import { connectClient, viaNode, type BenchClient, type Target } from '../lib/clients.ts';
+import { openAppWriter } from '../lib/app-db.ts';
 
 process.on('uncaughtException', childFatal);
 process.on('unhandledRejection', childFatal);
@@ -33,7 +34,9 @@ export type Job =
   | { kind: 'catchup-stream'; target: Target; expect: number; passes: number }
   | { kind: 'catchup-y'; target: Target; expect: number; passes: number }
   | { kind: 'sqlite-apply'; hubDb: string; project: string; dir: string; expect: number; passes: number }
-  | { kind: 'sqlite-commit'; dir: string; rate: number; warmupMs: number; durationMs: number };
+  | { kind: 'sqlite-commit'; dir: string; rate: number; warmupMs: number; durationMs: number }
+  | { kind: 'visible-write'; db: string; rate: number; rows: number }
+  | { kind: 'visible-poll'; db: string; rows: number; warmupRows: number; timeoutMs: number };
 
 /**
  * n clients, `concurrency` handshakes at a time. With several hub nodes, client `index` goes
@@ -313,6 +316,70 @@ async function conns(j: Extract<Job, { kind: 'conns' }>) {
   return { ok };
 }
 
+// ---------------------------------------------------------------- write-to-visible (two agent daemons)
+
+/**
+ * The app on device A: `rows` rows at `rate` per second, paced on the clock, each stamped with
+ * the time just before its transaction began (the row and its action_log row commit together).
+ */
+async function visibleWrite(j: Extract<Job, { kind: 'visible-write' }>) {
+  const app = openAppWriter(j.db);
+  const commit = newHist();
+  let n = 0;
+  const start = nowUs();
+  await new Promise<void>((resolve) => {
+    const tick = () => {
+      const due = Math.min(j.rows, Math.floor(((nowUs() - start) / 1e6) * j.rate) + 1);
+      while (n < due) {
+        const t = nowUs();
+        app.write(++n, t);
+        commit.recordValue(Math.max(1, nowUs() - t));
+      }
+      if (n >= j.rows) resolve();
+      else setTimeout(tick, 1);
+    };
+    tick();
+  });
+  app.close();
+  return { rows: n, seconds: (nowUs() - start) / 1e6, commitHist: encodeHist(commit) };
+}
+
+/**
+ * Device B's file, read as a second app would: a read-only connection that checks PRAGMA
+ * data_version (it changes exactly when another connection committed; microseconds to read)
+ * every 0.2 ms and reads the new rows when it moved. A row's latency is the time it became
+ * readable here minus the stamp A's writer put in it (one clock for every process).
+ */
+async function visiblePoll(j: Extract<Job, { kind: 'visible-poll' }>) {
+  const db = new Database(j.db, { readonly: true, fileMustExist: true });
+  const version = db.prepare('PRAGMA data_version').pluck();
+  const fresh = db.prepare('SELECT n, written_us AS us FROM items WHERE n > ? ORDER BY n');
+  const hist = newHist();
+  // Atomics.wait: a 0.2 ms sleep that neither spins a core (2 cores, shared with the hub and both
+  // agents) nor rounds up to setTimeout's 1 ms.
+  const nap = new Int32Array(new SharedArrayBuffer(4));
+  let last = -1;
+  let maxN = 0;
+  let seen = 0;
+  process.send!({ type: 'polling' });
+  const deadline = nowUs() + j.timeoutMs * 1000;
+  while (seen < j.rows && nowUs() < deadline) {
+    const v = version.get() as number;
+    if (v !== last) {
+      last = v;
+      const now = nowUs();
+      for (const r of fresh.all(maxN) as { n: number; us: number }[]) {
+        maxN = Math.max(maxN, r.n);
+        seen++;
+        if (r.n > j.warmupRows) hist.recordValue(Math.max(1, now - r.us));
+      }
+    }
+    Atomics.wait(nap, 0, 0, 0.2);
+  }
+  db.close();
+  return { seen, hist: encodeHist(hist) };
+}
+
 // ---------------------------------------------------------------- catch-up
 
 /** Catch-up with the real Agent: a fresh app DB applies the whole backlog; the first 10% is the warm-up. */
@@ -509,6 +576,12 @@ switch (job.kind) {
     break;
   case 'sqlite-commit':
     result = await sqliteCommit(job);
+    break;
+  case 'visible-write':
+    result = await visibleWrite(job);
+    break;
+  case 'visible-poll':
+    result = await visiblePoll(job);
     break;
 }
 process.send!({ type: 'result', result });
