@@ -670,7 +670,7 @@ function connsPlan(count: number) {
   const serverFit = nofile - FD_SLACK;
   const why =
     count > serverFit
-      ? `asked for ${count.toLocaleString('en-US')}: a process may open ${hardText} files here (hard RLIMIT_NOFILE; raising it needs CAP_SYS_RESOURCE, which this process lacks), so one server process holds ${serverFit.toLocaleString('en-US')} sockets at most`
+      ? `asked for ${count.toLocaleString('en-US')}: one process may open ${hardText} files here (hard RLIMIT_NOFILE; raising it needs CAP_SYS_RESOURCE), so a server holds ${serverFit.toLocaleString('en-US')} sockets at most`
       : null;
   return { count: Math.min(count, serverFit), workers, why, nofile };
 }
@@ -923,7 +923,7 @@ function fiftyThousand(n: number | null, kb: number | null, fanoutAllMs: number 
   const target = '50,000 idle devices on one hub process';
   const estimate = kb !== null ? `; at ${fmt(kb, 1)} KB/socket 50,000 take ~${fmt((kb * WANT) / 1024, 0)} MB` : '';
   if (n !== null && n >= WANT) return { target, value: `${fmt(n, 0)} sockets, 1 event to all in ${fmt(fanoutAllMs, 1)} ms`, met: fanoutAllMs !== null };
-  if (connsCapped) return { target, value: `not measured: ${connsCapped}; measured ${fmt(n, 0)}${estimate}`, met: null };
+  if (connsCapped) return { target, value: `not measured: the file limit caps a process at ${fmt(n, 0)} sockets (see Connections)${estimate}`, met: null };
   return { target, value: `not measured: ${fmt(n, 0)} sockets (npm run bench -- --only conns --conns 50000)${estimate}`, met: null };
 }
 
