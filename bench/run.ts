@@ -847,21 +847,40 @@ async function scenarioVisible() {
       makeAppDb(b);
       const agents = [startAgentDaemon(a, srv.target.url, tokenFile), startAgentDaemon(b, srv.target.url, tokenFile)];
       const poller = new Child('worker visible-poll', 'load/worker.ts');
+      const tap = new Child('worker visible-tap', 'load/worker.ts');
       live.add(poller);
+      live.add(tap);
       try {
         const probeMs = await probeThrough(a, b, 60_000);
         const rows = Math.round((c.rate * c.durationMs) / 1000);
         const warmupRows = Math.round((c.rate * c.warmupMs) / 1000);
-        poller.send({ type: 'job', job: { kind: 'visible-poll', db: b, rows, warmupRows, timeoutMs: c.durationMs + 15_000 } satisfies Job });
-        await poller.next('polling', 60_000);
+        const timeoutMs = c.durationMs + 15_000;
+        poller.send({ type: 'job', job: { kind: 'visible-poll', db: b, rows, warmupRows, timeoutMs } satisfies Job });
+        tap.send({ type: 'job', job: { kind: 'visible-tap', target: srv.target, rows, warmupRows, timeoutMs } satisfies Job });
+        await Promise.all([poller.next('polling', 60_000), tap.next('tapping', 60_000)]);
         const w = await runJob<{ rows: number; commitHist: string }>({ kind: 'visible-write', db: a, rate: c.rate, rows }, c.durationMs + 60_000);
-        const p = (await poller.next<{ type: 'result'; result: { seen: number; hist: string } }>('result', 30_000)).result;
-        const s = summarize(decodeHist(p.hist));
+        type Seen = { type: 'result'; result: { seen: number; hist: string } };
+        const [p, t] = (await Promise.all([poller.next<Seen>('result', 30_000), tap.next<Seen>('result', 30_000)])).map((m) => m.result);
+        const s = summarize(decodeHist(p!.hist));
+        const hubOut = summarize(decodeHist(t!.hist));
         const commit = summarize(decodeHist(w.commitHist));
-        return { p50Ms: s.p50, p99Ms: s.p99, maxMs: s.max, rows: w.rows, seen: p.seen, lost: w.rows - p.seen, appCommitP50Ms: commit.p50, probeMs: Math.round(probeMs) };
+        return {
+          p50Ms: s.p50,
+          p99Ms: s.p99,
+          maxMs: s.max,
+          hubOutP50Ms: hubOut.p50,
+          hubOutP99Ms: hubOut.p99,
+          rows: w.rows,
+          seen: p!.seen,
+          lost: w.rows - p!.seen,
+          appCommitP50Ms: commit.p50,
+          probeMs: Math.round(probeMs),
+        };
       } finally {
-        await poller.stop(5000);
-        live.delete(poller);
+        for (const ch of [poller, tap]) {
+          await ch.stop(5000);
+          live.delete(ch);
+        }
         await Promise.all(agents.map(stopDaemon));
         await srv.stop();
       }
@@ -1040,12 +1059,12 @@ function report(): { text: string; targets: { target: string; value: string; met
     out.push(
       table(
         `Write-to-visible: an app commits on device A (${CFG.visible.rate} rows/s for ${CFG.visible.durationMs / 1000} s, first ${CFG.visible.warmupMs / 1000} s = warm-up); a reader polls device B's file`,
-        ['system', 'p50 ms', 'p99 ms', 'max ms', 'rows', 'not seen', 'notes'],
+        ['system', 'p50 ms', 'p99 ms', 'max ms', 'to hub-out p50 ms', 'to hub-out p99 ms', 'rows', 'not seen', 'notes'],
         sys.map((s) => {
-          if (skipped.has(s)) return skippedRow(s, 5);
+          if (skipped.has(s)) return skippedRow(s, 7);
           const c = results.visible![s];
           const m = c?.median ?? {};
-          return [LABEL[s], fmt(m.p50Ms), fmt(m.p99Ms), fmt(m.maxMs), fmt(m.rows, 0), fmt(m.lost, 0), cellNote(c)];
+          return [LABEL[s], fmt(m.p50Ms), fmt(m.p99Ms), fmt(m.maxMs), fmt(m.hubOutP50Ms), fmt(m.hubOutP99Ms), fmt(m.rows, 0), fmt(m.lost, 0), cellNote(c)];
         }),
       ),
     );

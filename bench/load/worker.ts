@@ -36,7 +36,8 @@ export type Job =
   | { kind: 'sqlite-apply'; hubDb: string; project: string; dir: string; expect: number; passes: number }
   | { kind: 'sqlite-commit'; dir: string; rate: number; warmupMs: number; durationMs: number }
   | { kind: 'visible-write'; db: string; rate: number; rows: number }
-  | { kind: 'visible-poll'; db: string; rows: number; warmupRows: number; timeoutMs: number };
+  | { kind: 'visible-poll'; db: string; rows: number; warmupRows: number; timeoutMs: number }
+  | { kind: 'visible-tap'; target: Target; rows: number; warmupRows: number; timeoutMs: number };
 
 /**
  * n clients, `concurrency` handshakes at a time. With several hub nodes, client `index` goes
@@ -380,6 +381,38 @@ async function visiblePoll(j: Extract<Job, { kind: 'visible-poll' }>) {
   return { seen, hist: encodeHist(hist) };
 }
 
+/**
+ * Where the write-to-visible time goes: a raw device on the hub (one more socket) records when
+ * each row's event left the hub, against the same stamp. Write-to-hub-out covers device A's
+ * side (the agent noticing the commit, its push, the hub's durable commit and send); the rest
+ * of write-to-visible is device B's (receive, apply, commit).
+ */
+async function visibleTap(j: Extract<Job, { kind: 'visible-tap' }>) {
+  const hist = newHist();
+  let seen = 0;
+  let resolveDone!: () => void;
+  const done = new Promise<void>((r) => (resolveDone = r));
+  const c = connectClient(j.target, {
+    index: 0,
+    onMessage: (buf) => {
+      const now = nowUs();
+      const f = JSON.parse(buf.toString()) as { events: { payload: { newData: { n?: number; written_us?: number } | null } }[] };
+      for (const e of f.events) {
+        const d = e.payload.newData;
+        if (!d || typeof d.n !== 'number' || typeof d.written_us !== 'number' || d.n < 1) continue;
+        seen++;
+        if (d.n > j.warmupRows) hist.recordValue(Math.max(1, now - d.written_us));
+      }
+      if (seen >= j.rows) resolveDone();
+    },
+  });
+  await c.ready;
+  process.send!({ type: 'tapping' });
+  await Promise.race([done, sleep(j.timeoutMs)]);
+  c.close();
+  return { seen, hist: encodeHist(hist) };
+}
+
 // ---------------------------------------------------------------- catch-up
 
 /** Catch-up with the real Agent: a fresh app DB applies the whole backlog; the first 10% is the warm-up. */
@@ -582,6 +615,9 @@ switch (job.kind) {
     break;
   case 'visible-poll':
     result = await visiblePoll(job);
+    break;
+  case 'visible-tap':
+    result = await visibleTap(job);
     break;
 }
 process.send!({ type: 'result', result });
