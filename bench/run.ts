@@ -58,7 +58,9 @@ const { values: flags } = parseArgs({
   allowPositionals: false,
 });
 if (flags.help) {
-  process.stdout.write(readFileSync(new URL(import.meta.url)).toString().split('\n').slice(0, 10).join('\n') + '\n');
+  // The header comment up to its first blank line: the usage lines.
+  const head = readFileSync(new URL(import.meta.url)).toString().split('\n');
+  process.stdout.write(head.slice(0, head.indexOf('//', 2)).join('\n') + '\n');
   process.exit(0);
 }
 const SCENARIOS = ['ingest', 'fanout', 'catchup', 'conns', 'visible'] as const;
