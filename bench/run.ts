@@ -1,6 +1,6 @@
 // synchub benchmarks, side by side with the floor of the machine and the peers.
 //
-//   npm run bench                          everything, median of 3 runs (~18 min on 2 cores)
+//   npm run bench                          everything, median of 3 runs (~21 min on 2 cores)
 //   npm run bench -- --quick               1 run, smaller sizes (~5 min)
 //   npm run bench -- --only ingest,fanout  some scenarios (ingest, fanout, catchup, conns, visible)
 //   npm run bench -- --systems synchub,synchub-pg,synchub-pg2   (SQLite; PostgreSQL, 1 and 2 nodes)
