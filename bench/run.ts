@@ -1,10 +1,11 @@
 // synchub benchmarks, side by side with the floor of the machine and the peers.
 //
-//   npm run bench                          everything, median of 3 runs (~18 min on 2 cores)
+//   npm run bench                          everything, median of 3 runs (~21 min on 2 cores)
 //   npm run bench -- --quick               1 run, smaller sizes (~5 min)
-//   npm run bench -- --only ingest,fanout  some scenarios (ingest, fanout, catchup, conns)
+//   npm run bench -- --only ingest,fanout  some scenarios (ingest, fanout, catchup, conns, visible)
 //   npm run bench -- --systems synchub,synchub-pg,synchub-pg2   (SQLite; PostgreSQL, 1 and 2 nodes)
 //   npm run bench -- --runs 5 --profile    CPU-profile the synchub hub child (results/profiles/)
+//   npm run bench -- --only conns --conns 50000   idle sockets on one hub (as many as the fd limit allows)
 //
 // Every server runs alone in a child process (synchub-pg2: one per hub node), every load
 // generator in another; all on 127.0.0.1. Writes results/<date>.json and prints tables.
@@ -38,7 +39,8 @@ import type { Job } from './load/worker.ts';
 import { cpuSnapshot, foreignCores, treeCores } from './lib/cpu.ts';
 import { postgresMissing, startPostgres, type BenchPostgres } from './lib/postgres.ts';
 import type { EventStore } from '../hub/store/event-store.ts';
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { makeAppDb, openAppWriter } from './lib/app-db.ts';
 
 // ---------------------------------------------------------------- options
 
@@ -48,6 +50,7 @@ const { values: flags } = parseArgs({
     only: { type: 'string' },
     systems: { type: 'string' },
     runs: { type: 'string' },
+    conns: { type: 'string' },
     profile: { type: 'boolean', default: false },
     out: { type: 'string' },
     help: { type: 'boolean', default: false },
@@ -55,10 +58,12 @@ const { values: flags } = parseArgs({
   allowPositionals: false,
 });
 if (flags.help) {
-  process.stdout.write(readFileSync(new URL(import.meta.url)).toString().split('\n').slice(0, 10).join('\n') + '\n');
+  // The header comment up to its first blank line: the usage lines.
+  const head = readFileSync(new URL(import.meta.url)).toString().split('\n');
+  process.stdout.write(head.slice(0, head.indexOf('//', 2)).join('\n') + '\n');
   process.exit(0);
 }
-const SCENARIOS = ['ingest', 'fanout', 'catchup', 'conns'] as const;
+const SCENARIOS = ['ingest', 'fanout', 'catchup', 'conns', 'visible'] as const;
 type Scenario = (typeof SCENARIOS)[number];
 const only = new Set((flags.only ?? SCENARIOS.join(',')).split(',').map((s) => s.trim()) as Scenario[]);
 for (const s of only) if (!SCENARIOS.includes(s)) fail(`--only: unknown scenario ${s} (use ${SCENARIOS.join(',')})`);
@@ -81,9 +86,12 @@ const CFG = {
   sqliteFloorBatch: 1000,
   fanout: { rate: 1000, receivers: process.env.BENCH_RECEIVERS ? process.env.BENCH_RECEIVERS.split(',').map(Number) : [1, 10, 100], warmupMs: quick ? 500 : 1000, durationMs: quick ? 2000 : 4000 },
   catchup: { events: quick ? 20_000 : 100_000, passes: 2 },
-  conns: { count: quick ? 2000 : 10_000, workers: 2, concurrency: 100 },
+  // Two agent daemons: an app commits on A, a reader polls B's file. Light load: latency, not throughput.
+  visible: { rate: 20, durationMs: quick ? 5000 : 10_000, warmupMs: 1000 },
+  conns: { count: flags.conns ? Number(flags.conns) : quick ? 2000 : 10_000, workers: 2, concurrency: 100 },
 };
 if (!Number.isInteger(CFG.runs) || CFG.runs < 1 || CFG.runs > 20) fail('--runs: 1..20');
+if (!Number.isInteger(CFG.conns.count) || CFG.conns.count < 1 || CFG.conns.count > 1_000_000) fail('--conns: 1..1000000');
 
 function fail(msg: string): never {
   process.stderr.write(`bench: ${msg}\n`);
@@ -144,9 +152,12 @@ const PROJECT = 'bench';
 const tmpRoot = mkdtempSync(join(tmpdir(), 'synchub-bench-'));
 process.on('exit', () => rmSync(tmpRoot, { recursive: true, force: true }));
 const live = new Set<Child>();
+/** Agent daemons of the write-to-visible scenario (plain processes, no IPC). */
+const daemons = new Set<ChildProcess>();
 for (const sig of ['SIGINT', 'SIGTERM'] as const) {
   process.on(sig, () => {
     for (const c of live) c.proc.kill('SIGKILL');
+    for (const d of daemons) d.kill('SIGKILL');
     // pg_ctl detached the PostgreSQL server from our process group: stop it ourselves.
     void stopPostgres().finally(() => process.exit(130));
   });
@@ -280,6 +291,8 @@ async function startServer(system: ServerSystem, opts: { preload?: number; hubSt
     execArgv.push("--cpu-prof", `--cpu-prof-dir=${dir}`);
   }
   const nodes = hub ? HUB_NODES[system] : 1;
+  // The durable floor's SQLite file: fresh per run, removed before the next (settle()).
+  const floorDb = system === 'durablefloor' ? join(pendingDir('durablefloor-'), 'floor.db') : undefined;
   const children: Child[] = [];
   const stop = async () => {
     await Promise.all(children.map((c) => c.stop(15_000)));
@@ -292,7 +305,7 @@ async function startServer(system: ServerSystem, opts: { preload?: number; hubSt
       const child = new Child(name, 'servers/server.ts', execArgv, system === 'logux' ? { NODE_ENV: 'production' } : {});
       live.add(child);
       children.push(child);
-      child.send({ type: 'start', system, db: hubStore?.db, postgres: hubStore?.postgres, port, preload: opts.preload });
+      child.send({ type: 'start', system, db: hubStore?.db ?? floorDb, postgres: hubStore?.postgres, port, preload: opts.preload });
     }
     const ready = await Promise.all(children.map((c) => c.next<{ type: 'ready'; port: number }>('ready', 120_000)));
     const urls = ready.map((r) => `ws://127.0.0.1:${r.port}`);
@@ -445,6 +458,16 @@ async function settle(): Promise<void> {
   }
 }
 const pendingRemoval: string[] = [];
+/** Why the connections scenario measured fewer sockets than asked for (null: it did not). */
+let connsCapped: string | null = null;
+/** Sockets and client processes the connections scenario used. */
+let connsRun = { count: CFG.conns.count, workers: CFG.conns.workers };
+/** A fresh directory under the run's temp root, removed before the next run. */
+function pendingDir(prefix: string): string {
+  const dir = mkdtempSync(join(tmpRoot, prefix));
+  pendingRemoval.push(dir);
+  return dir;
+}
 
 // ---------------------------------------------------------------- notes (what each system's "ack" and store are)
 
@@ -453,6 +476,7 @@ const INGEST_NOTE: Record<System, string> = {
   'synchub-pg': 'durable ack (PostgreSQL COMMIT, fsync + synchronous_commit on, group commit); 1 hub node',
   'synchub-pg2': 'as synchub-pg, 2 hub nodes on one database; pushers alternate between the nodes',
   wsfloor: 'ack after parse, no storage (not durable)',
+  durablefloor: 'durable ack: SQLite commit (WAL, synchronous=FULL) of what arrived in one event-loop turn, then ack + broadcast',
   sqlitefloor: `no network: ${CFG.sqliteFloorBatch}-row transactions, WAL, synchronous=FULL`,
   hocuspocus: 'ack = SyncStatus after in-memory apply; no durable ack (stores are debounced snapshots)',
   ywebsocket: 'no ack in protocol: own update echoed back; in-memory, no store',
@@ -495,6 +519,7 @@ async function scenarioIngest() {
 
 const FANOUT_SQLITE_NOTE = 'durable commit of 1 event per transaction at the same rate: no network (the fsync floor of durable-then-send)';
 const FANOUT_NOTE: Partial<Record<System, string>> = {
+  durablefloor: 'each push committed (its own transaction unless pushes share an event-loop turn), then sent',
   'synchub-pg2': 'writer on node 1, receivers on node 2 (commit, NOTIFY, node 2 reads the store, sends)',
 };
 
@@ -552,11 +577,15 @@ async function scenarioCatchup() {
       return null;
     });
   }
-  type P = { measured: { rate: number; totalMs: number } };
+  type P = { measured: { rate: number; totalMs: number; firstFrameMs?: number }; passes: { firstFrameMs?: number }[] };
   for (const system of SYSTEMS) {
     if (!systems.has(system)) continue;
     if (system === 'logux') {
       na('catchup', system, 'n/a: Logux does not replay its log to a new client; the channel load() callback returns current state from app code');
+      continue;
+    }
+    if (system === 'durablefloor') {
+      na('catchup', system, 'n/a: a floor of ingest and fan-out (the raw SQLite floor is the read + apply floor)');
       continue;
     }
     const note: Record<string, string> = {
@@ -568,7 +597,7 @@ async function scenarioCatchup() {
       hocuspocus: 'whole-document sync (one SyncStep2) applied into a Y.Doc; events/s = rows / time',
       ywebsocket: 'whole-document sync (one SyncStep2) applied into a Y.Doc; events/s = rows / time',
     };
-    await measure('catchup', system, note[system], async () => {
+    await measure('catchup', system, note[system], async (): Promise<Figures> => {
       if (system === 'sqlitefloor') {
         const r = await runJob<P>({ kind: 'sqlite-apply', hubDb: hubDb!.db!, project: PROJECT, dir: mkdtempSync(join(tmpRoot, 'apply-')), expect: n, passes }, 300_000);
         return { appliedPerSec: Math.round(r.measured.rate), streamPerSec: null, totalMs: Math.round(r.measured.totalMs) };
@@ -586,7 +615,17 @@ async function scenarioCatchup() {
             flags.profile ? ['--cpu-prof', `--cpu-prof-dir=${join(BENCH_DIR, 'results', 'profiles', 'catchup-agent')}`] : [],
           );
           const s = await runJob<P>({ kind: 'catchup-stream', target: reader, expect: n, passes }, 300_000);
-          return { appliedPerSec: Math.round(a.measured.rate), streamPerSec: Math.round(s.measured.rate), totalMs: Math.round(a.measured.totalMs) };
+          const daemonMs = await daemonFirstFrame(reader.url, reader.token!);
+          // First frame: of the measured (last) pass, and of the first pass (a cold hub: its first read of the backlog).
+          const ms = (v: number | undefined) => (v === undefined ? null : Math.round(v * 10) / 10);
+          return {
+            appliedPerSec: Math.round(a.measured.rate),
+            streamPerSec: Math.round(s.measured.rate),
+            totalMs: Math.round(a.measured.totalMs),
+            firstFrameMs: ms(a.measured.firstFrameMs),
+            firstFrameColdMs: ms(a.passes[0]?.firstFrameMs),
+            firstFrameDaemonMs: ms(daemonMs),
+          };
         }
         if (system === 'wsfloor') {
           const s = await runJob<P>({ kind: 'catchup-stream', target: srv.target, expect: n, passes }, 300_000);
@@ -602,12 +641,91 @@ async function scenarioCatchup() {
   if (pgBacklog) await discardHubStore(pgBacklog);
 }
 
+/** Files a server child may keep open besides its sockets: SQLite's db/-wal/-shm, the listener, stdio, tsx. */
+const FD_SLACK = 500;
+
+function shell(cmd: string): string | null {
+  try {
+    return execFileSync('/bin/sh', ['-c', cmd], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim();
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * How the connections scenario opens `count` sockets on this machine. A process holds at most
+ * RLIMIT_NOFILE sockets (children raise the soft limit to the hard one; above the hard limit
+ * only with CAP_SYS_RESOURCE, probed here), and one source address has one ephemeral port
+ * range towards one server port: clients spread over processes and source addresses.
+ */
+function connsPlan(count: number) {
+  const hardText = shell('ulimit -Hn') ?? '1024';
+  const hard = hardText === 'unlimited' ? Infinity : Number(hardText);
+  let nofile = hard;
+  if (count + FD_SLACK > hard && shell(`ulimit -n ${count + FD_SLACK}`) !== null) {
+    // Allowed to raise the hard limit (root with CAP_SYS_RESOURCE): every child gets enough.
+    nofile = count + FD_SLACK;
+    process.env.BENCH_NOFILE = String(nofile);
+  }
+  const range = (shell('cat /proc/sys/net/ipv4/ip_local_port_range') ?? '32768 60999').split(/\s+/).map(Number);
+  const ports = (range[1] ?? 60999) - (range[0] ?? 32768) + 1;
+  const perWorker = Math.min(nofile - FD_SLACK, ports - 1000, 25_000);
+  const workers = Math.max(CFG.conns.workers, Math.ceil(count / perWorker));
+  const serverFit = nofile - FD_SLACK;
+  const why =
+    count > serverFit
+      ? `asked for ${count.toLocaleString('en-US')}: one process may open ${hardText} files here (hard RLIMIT_NOFILE; raising it needs CAP_SYS_RESOURCE), so a server holds ${serverFit.toLocaleString('en-US')} sockets at most`
+      : null;
+  return { count: Math.min(count, serverFit), workers, why, nofile };
+}
+
+/**
+ * The same first frame seen from outside, as a user starts a device: from spawning
+ * `synchub agent run --no-snapshot` (node, tsx compiling the agent, opening the app DB, connect)
+ * until the first replayed rows are readable in its app file (polled every 1 ms). Reported
+ * beside the in-process figure; the daemon is stopped once it has applied something.
+ */
+async function daemonFirstFrame(hub: string, token: string): Promise<number> {
+  const dir = pendingDir('daemon-');
+  const tokenFile = join(dir, 'token');
+  writeFileSync(tokenFile, token, { mode: 0o600 });
+  const db = join(dir, 'app.db');
+  const make = new Database(db);
+  make.pragma('journal_mode = WAL');
+  make.exec('CREATE TABLE items (id TEXT PRIMARY KEY, n INTEGER, mark TEXT, body TEXT, deleted_at TEXT)');
+  make.close();
+  const read = new Database(db, { readonly: true });
+  const any = read.prepare('SELECT EXISTS (SELECT 1 FROM items)').pluck();
+  const t0 = nowUs();
+  const agent = startAgentDaemon(db, hub, tokenFile, ['--no-snapshot']);
+  try {
+    const until = Date.now() + 60_000;
+    while (Date.now() < until) {
+      if (any.get()) return (nowUs() - t0) / 1000;
+      if (agent.exitCode !== null) throw new Error(`agent daemon exited (code ${agent.exitCode}) before its first frame`);
+      await sleep(1);
+    }
+    throw new Error('agent daemon: no applied frame within 60 s');
+  } finally {
+    read.close();
+    await stopDaemon(agent);
+  }
+}
+
 async function scenarioConns() {
-  const c = CFG.conns;
+  const plan = connsPlan(CFG.conns.count);
+  if (plan.why) log(`conns: ${plan.why}; measuring ${plan.count.toLocaleString('en-US')}`);
+  connsCapped = plan.why;
+  connsRun = { count: plan.count, workers: plan.workers };
+  const c = { ...CFG.conns, ...connsRun };
   for (const system of SYSTEMS) {
     if (!systems.has(system)) continue;
     if (system === 'sqlitefloor') {
       na('conns', system, 'n/a: no network');
+      continue;
+    }
+    if (system === 'durablefloor') {
+      na('conns', system, 'n/a: idle sockets as the raw ws floor (storage plays no part)');
       continue;
     }
     await measure('conns', system, undefined, async () => {
@@ -623,10 +741,12 @@ async function scenarioConns() {
           live.add(child);
           workers.push(child);
           const count = Math.min(per, c.count - w * per);
-          child.send({ type: 'job', job: { kind: 'conns', target: srv.target, count, indexBase: 1 + w * per, concurrency: c.concurrency } satisfies Job });
+          // Each worker from its own source address: its own ephemeral port range towards the server.
+          const localAddress = `127.0.0.${2 + w}`;
+          child.send({ type: 'job', job: { kind: 'conns', target: srv.target, count, indexBase: 1 + w * per, concurrency: c.concurrency, localAddress } satisfies Job });
         }
         type Connected = { type: 'connected'; ok: number; failed: number; firstError: string; startUs: number; endUs: number };
-        const connected = await Promise.all(workers.map((w) => w.next<Connected>('connected', 180_000)));
+        const connected = await Promise.all(workers.map((w) => w.next<Connected>('connected', Math.max(180_000, c.count * 10))));
         const ok = connected.reduce((n, m) => n + m.ok, 0);
         const connectSec = (Math.max(...connected.map((m) => m.endUs)) - Math.min(...connected.map((m) => m.startUs))) / 1e6;
         if (ok < c.count) log(`  ${c.count - ok} sockets failed: ${connected.find((m) => m.firstError)?.firstError}`);
@@ -665,6 +785,111 @@ async function scenarioConns() {
   }
 }
 
+// ---------------------------------------------------------------- write-to-visible
+
+/**
+ * `synchub agent run` as a user starts it (bin/synchub.js: the TypeScript through tsx in a
+ * checkout), beside its app file. Warnings and errors go to our stderr.
+ */
+function startAgentDaemon(db: string, hub: string, tokenFile: string, extra: string[] = []): ChildProcess {
+  const args = [join(REPO_ROOT, 'bin', 'synchub.js'), 'agent', 'run', '--db', db, '--hub', hub, '--project', PROJECT, '--token-file', tokenFile, '--tables', 'items', '--log-level', 'warn', ...extra];
+  const p = spawn(process.execPath, args, { cwd: REPO_ROOT, stdio: ['ignore', 'ignore', 'inherit'] });
+  daemons.add(p);
+  p.on('exit', () => daemons.delete(p));
+  return p;
+}
+
+/** SIGTERM (the daemon stops cleanly), SIGKILL by its pid if it has not exited within 10 s. */
+async function stopDaemon(p: ChildProcess): Promise<void> {
+  if (p.exitCode !== null || p.signalCode !== null) return;
+  const exited = new Promise<void>((r) => p.once('exit', () => r()));
+  p.kill('SIGTERM');
+  const t = setTimeout(() => p.kill('SIGKILL'), 10_000);
+  await exited;
+  clearTimeout(t);
+}
+
+/**
+ * Both daemons connected and syncing: a probe row written on A (n = 0, outside the measured
+ * rows) readable on B. The daemons' start-up (tsx, connect, an empty snapshot) is not measured.
+ */
+async function probeThrough(a: string, b: string, timeoutMs: number): Promise<number> {
+  const t0 = nowUs();
+  const w = openAppWriter(a);
+  w.write(0, t0);
+  w.close();
+  const until = Date.now() + timeoutMs;
+  while (Date.now() < until) {
+    if (existsSync(b)) {
+      const r = new Database(b, { readonly: true, fileMustExist: true });
+      const got = r.prepare("SELECT 1 FROM items WHERE id = 'v0'").get();
+      r.close();
+      if (got) return (nowUs() - t0) / 1000;
+    }
+    await sleep(50);
+  }
+  throw new Error(`write-to-visible: the probe row did not reach device B within ${timeoutMs / 1000} s`);
+}
+
+async function scenarioVisible() {
+  const c = CFG.visible;
+  for (const system of SYSTEMS) {
+    if (!systems.has(system)) continue;
+    if (system !== 'synchub') {
+      na('visible', system, 'n/a: needs two synchub agent daemons beside app SQLite files');
+      continue;
+    }
+    await measure('visible', system, 'agent daemons (synchub agent run) on A and B, one hub child; the app commits on A at 20 rows/s, a reader polls B every 0.2 ms', async () => {
+      const srv = await startServer(system);
+      const dir = pendingDir('visible-');
+      const tokenFile = join(dir, 'token');
+      writeFileSync(tokenFile, srv.target.token!, { mode: 0o600 });
+      const [a, b] = [join(dir, 'A.db'), join(dir, 'B.db')];
+      makeAppDb(a);
+      makeAppDb(b);
+      const agents = [startAgentDaemon(a, srv.target.url, tokenFile), startAgentDaemon(b, srv.target.url, tokenFile)];
+      const poller = new Child('worker visible-poll', 'load/worker.ts');
+      const tap = new Child('worker visible-tap', 'load/worker.ts');
+      live.add(poller);
+      live.add(tap);
+      try {
+        const probeMs = await probeThrough(a, b, 60_000);
+        const rows = Math.round((c.rate * c.durationMs) / 1000);
+        const warmupRows = Math.round((c.rate * c.warmupMs) / 1000);
+        const timeoutMs = c.durationMs + 15_000;
+        poller.send({ type: 'job', job: { kind: 'visible-poll', db: b, rows, warmupRows, timeoutMs } satisfies Job });
+        tap.send({ type: 'job', job: { kind: 'visible-tap', target: srv.target, rows, warmupRows, timeoutMs } satisfies Job });
+        await Promise.all([poller.next('polling', 60_000), tap.next('tapping', 60_000)]);
+        const w = await runJob<{ rows: number; commitHist: string }>({ kind: 'visible-write', db: a, rate: c.rate, rows }, c.durationMs + 60_000);
+        type Seen = { type: 'result'; result: { seen: number; hist: string } };
+        const [p, t] = (await Promise.all([poller.next<Seen>('result', 30_000), tap.next<Seen>('result', 30_000)])).map((m) => m.result);
+        const s = summarize(decodeHist(p!.hist));
+        const hubOut = summarize(decodeHist(t!.hist));
+        const commit = summarize(decodeHist(w.commitHist));
+        return {
+          p50Ms: s.p50,
+          p99Ms: s.p99,
+          maxMs: s.max,
+          hubOutP50Ms: hubOut.p50,
+          hubOutP99Ms: hubOut.p99,
+          rows: w.rows,
+          seen: p!.seen,
+          lost: w.rows - p!.seen,
+          appCommitP50Ms: commit.p50,
+          probeMs: Math.round(probeMs),
+        };
+      } finally {
+        for (const ch of [poller, tap]) {
+          await ch.stop(5000);
+          live.delete(ch);
+        }
+        await Promise.all(agents.map(stopDaemon));
+        await srv.stop();
+      }
+    });
+  }
+}
+
 // ---------------------------------------------------------------- report
 
 function fmt(v: number | null | undefined, digits = 2): string {
@@ -684,6 +909,7 @@ const LABEL: Record<System, string> = {
   'synchub-pg': 'synchub (PostgreSQL, 1 node)',
   'synchub-pg2': 'synchub (PostgreSQL, 2 nodes)',
   wsfloor: 'raw ws broadcast (floor)',
+  durablefloor: 'raw ws + SQLite commit (floor)',
   sqlitefloor: 'raw SQLite batched (floor)',
   hocuspocus: 'Hocuspocus',
   ywebsocket: 'y-websocket',
@@ -743,6 +969,20 @@ function storesTable(): string | null {
   );
 }
 
+/**
+ * "50,000 idle devices on one hub process": met only when a run held them all and each got
+ * the one event; otherwise why not (fewer asked for, or the machine's file limit), with the
+ * memory 50,000 would take at the measured bytes per socket.
+ */
+function fiftyThousand(n: number | null, kb: number | null, fanoutAllMs: number | null): { target: string; value: string; met: boolean | null } {
+  const WANT = 50_000;
+  const target = '50,000 idle devices on one hub process';
+  const estimate = kb !== null ? `; at ${fmt(kb, 1)} KB/socket 50,000 take ~${fmt((kb * WANT) / 1024, 0)} MB` : '';
+  if (n !== null && n >= WANT) return { target, value: `${fmt(n, 0)} sockets, 1 event to all in ${fmt(fanoutAllMs, 1)} ms`, met: fanoutAllMs !== null };
+  if (connsCapped) return { target, value: `not measured: the file limit caps a process at ${fmt(n, 0)} sockets (see Connections)${estimate}`, met: null };
+  return { target, value: `not measured: ${fmt(n, 0)} sockets (npm run bench -- --only conns --conns 50000)${estimate}`, met: null };
+}
+
 function report(): { text: string; targets: { target: string; value: string; met: boolean | null }[] } {
   const out: string[] = [];
   const sys = SYSTEMS.filter((s) => systems.has(s) || skipped.has(s));
@@ -792,11 +1032,12 @@ function report(): { text: string; targets: { target: string; value: string; met
     out.push(
       table(
         `Catch-up: a ${CFG.catchup.events.toLocaleString('en-US')}-event backlog (first 10% = warm-up)`,
-        ['system', 'applied ev/s', 'stream-only ev/s', 'notes'],
+        ['system', 'applied ev/s', 'stream-only ev/s', 'first frame ms', 'first frame, cold hub ms', 'first frame, daemon ms', 'notes'],
         sys.map((s) => {
-          if (skipped.has(s)) return skippedRow(s, 2);
+          if (skipped.has(s)) return skippedRow(s, 5);
           const c = results.catchup![s];
-          return [LABEL[s], fmt(c?.median.appliedPerSec), fmt(c?.median.streamPerSec), cellNote(c)];
+          const m = c?.median ?? {};
+          return [LABEL[s], fmt(m.appliedPerSec), fmt(m.streamPerSec), fmt(m.firstFrameMs, 1), fmt(m.firstFrameColdMs, 1), fmt(m.firstFrameDaemonMs, 1), cellNote(c)];
         }),
       ),
     );
@@ -804,13 +1045,28 @@ function report(): { text: string; targets: { target: string; value: string; met
   if (results.conns) {
     out.push(
       table(
-        `Connections: ${CFG.conns.count.toLocaleString('en-US')} idle authenticated sockets from ${CFG.conns.workers} client processes`,
+        `Connections: ${connsRun.count.toLocaleString('en-US')} idle authenticated sockets from ${connsRun.workers} client processes` + (connsCapped ? ` (${connsCapped})` : ''),
         ['system', 'connect all (s)', 'server RSS MB', 'KB/socket', '1 event to all (ms)', 'notes'],
         sys.map((s) => {
           if (skipped.has(s)) return skippedRow(s, 4);
           const c = results.conns![s];
           const m = c?.median ?? {};
           return [LABEL[s], fmt(m.connectSec), fmt(m.rssIdleMB, 0), fmt(m.rssPerSocketKB, 1), fmt(m.fanoutAllMs, 1), cellNote(c)];
+        }),
+      ),
+    );
+  }
+
+  if (results.visible) {
+    out.push(
+      table(
+        `Write-to-visible: an app commits on device A (${CFG.visible.rate} rows/s for ${CFG.visible.durationMs / 1000} s, first ${CFG.visible.warmupMs / 1000} s = warm-up); a reader polls device B's file`,
+        ['system', 'p50 ms', 'p99 ms', 'max ms', 'to hub-out p50 ms', 'to hub-out p99 ms', 'rows', 'not seen', 'notes'],
+        sys.map((s) => {
+          if (skipped.has(s)) return skippedRow(s, 7);
+          const c = results.visible![s];
+          const m = c?.median ?? {};
+          return [LABEL[s], fmt(m.p50Ms), fmt(m.p99Ms), fmt(m.maxMs), fmt(m.hubOutP50Ms), fmt(m.hubOutP99Ms), fmt(m.rows, 0), fmt(m.lost, 0), cellNote(c)];
         }),
       ),
     );
@@ -824,21 +1080,31 @@ function report(): { text: string; targets: { target: string; value: string; met
     const floor = get('ingest', 'sqlitefloor', 'eventsPerSec');
     targets.push({ target: 'ingest >= 150,000 acked events/s with 10 pushers', value: fmt(v), met: v === null ? null : v >= 150_000 });
     targets.push({
-      target: 'ingest >= 40% of the raw SQLite batched floor',
+      target: 'ingest >= 70% of the raw SQLite batched floor',
       value: v !== null && floor ? `${Math.round((v / floor) * 100)}% of ${fmt(floor)}` : '—',
-      met: v !== null && floor ? v >= 0.4 * floor : null,
+      met: v !== null && floor ? v >= 0.7 * floor : null,
     });
   }
   if (results.fanout) {
     const p99 = (s: string, r: number) => get('fanout', `${s}@${r}`, 'p99Ms');
     const one = p99('synchub', 1);
     targets.push({ target: 'fan-out p99 < 1.5 ms, 1 receiver at 1,000 ev/s', value: `${fmt(one)} ms`, met: one === null ? null : one < 1.5 });
+    // Against the least a send-after-durable server must do, at the receiver counts issue 13 names.
+    for (const r of [1, 10].filter((r) => CFG.fanout.receivers.includes(r))) {
+      const mine = p99('synchub', r);
+      const floor = p99('durablefloor', r);
+      targets.push({
+        target: `fan-out p99 @${r} at most 1.2x the durable floor (ws + SQLite commit)`,
+        value: mine !== null && floor ? `${fmt(mine)} ms = ${fmt(mine / floor)}x of ${fmt(floor)} ms` : '—',
+        met: mine !== null && floor ? mine <= 1.2 * floor : null,
+      });
+    }
     for (const r of CFG.fanout.receivers) {
       const mine = p99('synchub', r);
       const peers = (['hocuspocus', 'ywebsocket', 'logux'] as const).map((s) => [s, p99(s, r)] as const).filter(([, v]) => v !== null);
-      const worse = peers.filter(([, v]) => mine !== null && mine > v!);
+      const worse = peers.filter(([, v]) => mine !== null && mine >= v!);
       targets.push({
-        target: `fan-out p99 @${r} no worse than every peer`,
+        target: `fan-out p99 @${r} below every peer`,
         value: `${fmt(mine)} ms vs ${peers.map(([s, v]) => `${s} ${fmt(v)}`).join(', ') || 'no peer ran'}`,
         met: mine === null || peers.length === 0 ? null : worse.length === 0,
       });
@@ -854,16 +1120,36 @@ function report(): { text: string; targets: { target: string; value: string; met
   }
   if (results.catchup) {
     const v = get('catchup', 'synchub', 'appliedPerSec');
-    targets.push({ target: 'agent catch-up >= 100,000 events/s applied', value: fmt(v), met: v === null ? null : v >= 100_000 });
+    targets.push({ target: 'agent catch-up >= 200,000 events/s applied', value: fmt(v), met: v === null ? null : v >= 200_000 });
+    const first = get('catchup', 'synchub', 'firstFrameMs');
+    targets.push({ target: 'agent catch-up: Agent construction to first applied frame < 300 ms', value: `${fmt(first, 1)} ms`, met: first === null ? null : first < 300 });
+    // The same from a process start: what `synchub agent run` costs before it applies anything (in a checkout: tsx).
+    const daemon = get('catchup', 'synchub', 'firstFrameDaemonMs');
+    targets.push({ target: 'agent catch-up: daemon process start to first applied frame < 300 ms', value: `${fmt(daemon, 1)} ms`, met: daemon === null ? null : daemon < 300 });
   }
   if (results.conns) {
     const v = get('conns', 'synchub', 'rssIdleMB');
     const n = get('conns', 'synchub', 'sockets');
     targets.push({
-      target: `${CFG.conns.count.toLocaleString('en-US')} idle sockets, hub RSS < 500 MB`,
+      target: `${connsRun.count.toLocaleString('en-US')} idle sockets, hub RSS < 500 MB`,
       value: `${fmt(v, 0)} MB with ${fmt(n, 0)} sockets`,
-      met: v === null || n === null ? null : v < 500 && n >= CFG.conns.count,
+      met: v === null || n === null ? null : v < 500 && n >= connsRun.count,
     });
+    // Memory per idle socket against the raw ws floor's (the same sockets, nothing else held).
+    const kb = get('conns', 'synchub', 'rssPerSocketKB');
+    const floorKb = get('conns', 'wsfloor', 'rssPerSocketKB');
+    targets.push({
+      target: 'idle sockets: memory per socket at most 1.2x the raw ws floor',
+      value: kb !== null && floorKb ? `${fmt(kb, 1)} KB = ${fmt(kb / floorKb)}x of ${fmt(floorKb, 1)} KB` : '—',
+      met: kb !== null && floorKb ? kb <= 1.2 * floorKb : null,
+    });
+    targets.push(fiftyThousand(n, kb, get('conns', 'synchub', 'fanoutAllMs')));
+  }
+  if (results.visible) {
+    const p50 = get('visible', 'synchub', 'p50Ms');
+    const p99 = get('visible', 'synchub', 'p99Ms');
+    targets.push({ target: 'write-to-visible p50 <= 2 ms (app commit on A to readable on B)', value: `${fmt(p50)} ms`, met: p50 === null ? null : p50 <= 2 });
+    targets.push({ target: 'write-to-visible p99 <= 10 ms', value: `${fmt(p99)} ms`, met: p99 === null ? null : p99 <= 10 });
   }
   out.push(
     table(
@@ -897,8 +1183,10 @@ try {
   if (only.has('fanout')) await scenarioFanout();
   if (only.has('catchup')) await scenarioCatchup();
   if (only.has('conns')) await scenarioConns();
+  if (only.has('visible')) await scenarioVisible();
 } finally {
   for (const c of live) c.proc.kill('SIGKILL');
+  for (const d of daemons) d.kill('SIGKILL');
   await stopPostgres();
 }
 

@@ -2,7 +2,7 @@
 // socket, so that every system's receiver does the same small amount of work:
 // find the markers in the raw message, nothing else (no Y.Doc apply, no Logux log).
 //
-//   synchub / wsfloor  hello -> welcome; push frames -> ack frames; events frames (synchub-pg and
+//   synchub / wsfloor / durablefloor  hello -> welcome; push frames -> ack frames; events frames (synchub-pg and
 //                      synchub-pg2 too: the same hub on PostgreSQL, one or two nodes)
 //   hocuspocus         Auth(token) + SyncStep1 -> SyncStep2; one Yjs update message per event -> SyncStatus ack
 //   ywebsocket         SyncStep1 -> SyncStep2; one Yjs update per event; the server echoes every update
@@ -13,7 +13,7 @@ import WebSocket from 'ws';
 import * as Y from 'yjs';
 import * as encoding from 'lib0/encoding';
 import * as decoding from 'lib0/decoding';
-import { asBuffer, pushEventJson, scanMarks, type BenchRow, type ServerSystem } from './common.ts';
+import { asBuffer, isWsFloor, pushEventJson, scanMarks, type BenchRow, type ServerSystem } from './common.ts';
 
 export interface Target {
   system: ServerSystem;
@@ -40,6 +40,11 @@ export interface ClientOptions {
   onAcked?: (n: number) => void;
   /** Connect timeout. */
   timeoutMs?: number;
+  /**
+   * Source address (any of 127.0.0.0/8 reaches a server on 127.0.0.1): one address has ~28,000
+   * ephemeral ports towards one server port, so tens of thousands of sockets need several.
+   */
+  localAddress?: string;
 }
 
 export interface BenchClient {
@@ -61,6 +66,7 @@ export function connectClient(t: Target, o: ClientOptions): BenchClient {
     case 'synchub-pg':
     case 'synchub-pg2':
     case 'wsfloor':
+    case 'durablefloor':
       return synchubClient(t, o);
     case 'hocuspocus':
       return hocuspocusClient(t, o);
@@ -100,12 +106,13 @@ function readyPromise(ws: WebSocket, o: ClientOptions) {
 }
 
 const WS_OPTS = { perMessageDeflate: false, maxPayload: 64 * 1024 * 1024 } as const;
+const wsOpts = (o: ClientOptions) => (o.localAddress ? { ...WS_OPTS, localAddress: o.localAddress } : WS_OPTS);
 
 // ---------------------------------------------------------------- synchub (and the ws floor, same frames)
 
 function synchubClient(t: Target, o: ClientOptions): BenchClient {
-  const url = t.system === 'wsfloor' ? t.url : `${t.url}/v1/projects/${encodeURIComponent(t.project!)}/sync`;
-  const ws = new WebSocket(url, { ...WS_OPTS, headers: { Authorization: `Bearer ${t.token}` } });
+  const url = isWsFloor(t.system) ? t.url : `${t.url}/v1/projects/${encodeURIComponent(t.project!)}/sync`;
+  const ws = new WebSocket(url, { ...wsOpts(o), headers: { Authorization: `Bearer ${t.token}` } });
   const r = readyPromise(ws, o);
   let batch = 0;
   let clientActionId = 0;
@@ -173,7 +180,7 @@ function yWriter(send: (update: Uint8Array) => void) {
 // ---------------------------------------------------------------- Hocuspocus
 
 function hocuspocusClient(t: Target, o: ClientOptions): BenchClient {
-  const ws = new WebSocket(t.url, WS_OPTS);
+  const ws = new WebSocket(t.url, wsOpts(o));
   const r = readyPromise(ws, o);
   const prefix = (e: encoding.Encoder) => encoding.writeVarString(e, DOC);
   let writer: ReturnType<typeof yWriter> | null = null;
@@ -231,7 +238,7 @@ function hocuspocusClient(t: Target, o: ClientOptions): BenchClient {
 // ---------------------------------------------------------------- y-websocket
 
 function yWebsocketClient(t: Target, o: ClientOptions): BenchClient {
-  const ws = new WebSocket(`${t.url}/${DOC}?token=${encodeURIComponent(t.token ?? SECRET)}`, WS_OPTS);
+  const ws = new WebSocket(`${t.url}/${DOC}?token=${encodeURIComponent(t.token ?? SECRET)}`, wsOpts(o));
   const r = readyPromise(ws, o);
   let writer: ReturnType<typeof yWriter> | null = null;
   ws.on('open', () => {
@@ -284,7 +291,7 @@ function yWebsocketClient(t: Target, o: ClientOptions): BenchClient {
 // ---------------------------------------------------------------- Logux (protocol 5)
 
 function loguxClient(t: Target, o: ClientOptions): BenchClient {
-  const ws = new WebSocket(t.url, WS_OPTS);
+  const ws = new WebSocket(t.url, wsOpts(o));
   const r = readyPromise(ws, o);
   const userId = `u${o.index}`;
   const nodeId = `${userId}:${process.pid}x${o.index}x${Math.random().toString(36).slice(2, 8)}`;

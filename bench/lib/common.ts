@@ -8,10 +8,15 @@ import * as hdr from 'hdr-histogram-js';
 export const BENCH_DIR = dirname(dirname(fileURLToPath(import.meta.url)));
 export const REPO_ROOT = dirname(BENCH_DIR);
 
-export type System = 'synchub' | 'synchub-pg' | 'synchub-pg2' | 'wsfloor' | 'sqlitefloor' | 'hocuspocus' | 'ywebsocket' | 'logux';
-export const SYSTEMS: System[] = ['synchub', 'synchub-pg', 'synchub-pg2', 'wsfloor', 'sqlitefloor', 'hocuspocus', 'ywebsocket', 'logux'];
+export type System = 'synchub' | 'synchub-pg' | 'synchub-pg2' | 'wsfloor' | 'durablefloor' | 'sqlitefloor' | 'hocuspocus' | 'ywebsocket' | 'logux';
+export const SYSTEMS: System[] = ['synchub', 'synchub-pg', 'synchub-pg2', 'wsfloor', 'durablefloor', 'sqlitefloor', 'hocuspocus', 'ywebsocket', 'logux'];
 /** Systems that run as a network server (the SQLite floor is an in-process loop). */
 export type ServerSystem = Exclude<System, 'sqlitefloor'>;
+
+/** The floors that speak synchub's frames on a bare ws server (no project path, no auth). */
+export function isWsFloor(s: System): boolean {
+  return s === 'wsfloor' || s === 'durablefloor';
+}
 
 /** synchub itself on each of its stores: the real hub, spoken to over the real protocol. */
 export type SynchubSystem = 'synchub' | 'synchub-pg' | 'synchub-pg2';
@@ -178,7 +183,9 @@ export class Child {
     env: Record<string, string> = {},
   ) {
     const nodeArgs = ['--import', 'tsx', ...execArgv, join(BENCH_DIR, script)];
-    this.proc = spawn('/bin/sh', ['-c', 'ulimit -n "$(ulimit -Hn)" 2>/dev/null; exec "$@"', 'sh', process.execPath, ...nodeArgs], {
+    // BENCH_NOFILE: set by the connections scenario when this machine lets it go past the hard limit.
+    const ulimit = 'ulimit -n "${BENCH_NOFILE:-$(ulimit -Hn)}" 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null; exec "$@"';
+    this.proc = spawn('/bin/sh', ['-c', ulimit, 'sh', process.execPath, ...nodeArgs], {
       cwd: BENCH_DIR,
       stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
       env: { ...process.env, ...env },

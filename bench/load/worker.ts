@@ -20,6 +20,7 @@ import {
 } from '../lib/common.ts';
 import { EVENTS_SCHEMA } from '../../hub/store/sqlite-schema.ts';
 import { connectClient, viaNode, type BenchClient, type Target } from '../lib/clients.ts';
+import { openAppWriter } from '../lib/app-db.ts';
 
 process.on('uncaughtException', childFatal);
 process.on('unhandledRejection', childFatal);
@@ -28,12 +29,15 @@ export type Job =
   | { kind: 'ingest'; target: Target; conns: number; batch: number; window: number; entities: number; warmupMs: number; durationMs: number }
   | { kind: 'sqlite-ingest'; dir: string; batch: number; warmupMs: number; durationMs: number }
   | { kind: 'fanout'; target: Target; receivers: number; rate: number; warmupMs: number; durationMs: number }
-  | { kind: 'conns'; target: Target; count: number; indexBase: number; concurrency: number }
+  | { kind: 'conns'; target: Target; count: number; indexBase: number; concurrency: number; localAddress?: string }
   | { kind: 'catchup-agent'; url: string; project: string; token: string; dir: string; expect: number; passes: number }
   | { kind: 'catchup-stream'; target: Target; expect: number; passes: number }
   | { kind: 'catchup-y'; target: Target; expect: number; passes: number }
   | { kind: 'sqlite-apply'; hubDb: string; project: string; dir: string; expect: number; passes: number }
-  | { kind: 'sqlite-commit'; dir: string; rate: number; warmupMs: number; durationMs: number };
+  | { kind: 'sqlite-commit'; dir: string; rate: number; warmupMs: number; durationMs: number }
+  | { kind: 'visible-write'; db: string; rate: number; rows: number }
+  | { kind: 'visible-poll'; db: string; rows: number; warmupRows: number; timeoutMs: number }
+  | { kind: 'visible-tap'; target: Target; rows: number; warmupRows: number; timeoutMs: number };
 
 /**
  * n clients, `concurrency` handshakes at a time. With several hub nodes, client `index` goes
@@ -286,6 +290,7 @@ async function conns(j: Extract<Job, { kind: 'conns' }>) {
   const { clients, failed, firstError } = await connectAll(j.target, j.count, j.indexBase, j.concurrency, (index) => ({
     index,
     timeoutMs: 60_000,
+    localAddress: j.localAddress,
     onMessage: (buf) => {
       if (!armed) return;
       const now = nowUs();
@@ -312,12 +317,108 @@ async function conns(j: Extract<Job, { kind: 'conns' }>) {
   return { ok };
 }
 
+// ---------------------------------------------------------------- write-to-visible (two agent daemons)
+
+/**
+ * The app on device A: `rows` rows at `rate` per second, paced on the clock, each stamped with
+ * the time just before its transaction began (the row and its action_log row commit together).
+ */
+async function visibleWrite(j: Extract<Job, { kind: 'visible-write' }>) {
+  const app = openAppWriter(j.db);
+  const commit = newHist();
+  let n = 0;
+  const start = nowUs();
+  await new Promise<void>((resolve) => {
+    const tick = () => {
+      const due = Math.min(j.rows, Math.floor(((nowUs() - start) / 1e6) * j.rate) + 1);
+      while (n < due) {
+        const t = nowUs();
+        app.write(++n, t);
+        commit.recordValue(Math.max(1, nowUs() - t));
+      }
+      if (n >= j.rows) resolve();
+      else setTimeout(tick, 1);
+    };
+    tick();
+  });
+  app.close();
+  return { rows: n, seconds: (nowUs() - start) / 1e6, commitHist: encodeHist(commit) };
+}
+
+/**
+ * Device B's file, read as a second app would: a read-only connection that checks PRAGMA
+ * data_version (it changes exactly when another connection committed; microseconds to read)
+ * every 0.2 ms and reads the new rows when it moved. A row's latency is the time it became
+ * readable here minus the stamp A's writer put in it (one clock for every process).
+ */
+async function visiblePoll(j: Extract<Job, { kind: 'visible-poll' }>) {
+  const db = new Database(j.db, { readonly: true, fileMustExist: true });
+  const version = db.prepare('PRAGMA data_version').pluck();
+  const fresh = db.prepare('SELECT n, written_us AS us FROM items WHERE n > ? ORDER BY n');
+  const hist = newHist();
+  // Atomics.wait: a 0.2 ms sleep that neither spins a core (2 cores, shared with the hub and both
+  // agents) nor rounds up to setTimeout's 1 ms.
+  const nap = new Int32Array(new SharedArrayBuffer(4));
+  let last = -1;
+  let maxN = 0;
+  let seen = 0;
+  process.send!({ type: 'polling' });
+  const deadline = nowUs() + j.timeoutMs * 1000;
+  while (seen < j.rows && nowUs() < deadline) {
+    const v = version.get() as number;
+    if (v !== last) {
+      last = v;
+      const now = nowUs();
+      for (const r of fresh.all(maxN) as { n: number; us: number }[]) {
+        maxN = Math.max(maxN, r.n);
+        seen++;
+        if (r.n > j.warmupRows) hist.recordValue(Math.max(1, now - r.us));
+      }
+    }
+    Atomics.wait(nap, 0, 0, 0.2);
+  }
+  db.close();
+  return { seen, hist: encodeHist(hist) };
+}
+
+/**
+ * Where the write-to-visible time goes: a raw device on the hub (one more socket) records when
+ * each row's event left the hub, against the same stamp. Write-to-hub-out covers device A's
+ * side (the agent noticing the commit, its push, the hub's durable commit and send); the rest
+ * of write-to-visible is device B's (receive, apply, commit).
+ */
+async function visibleTap(j: Extract<Job, { kind: 'visible-tap' }>) {
+  const hist = newHist();
+  let seen = 0;
+  let resolveDone!: () => void;
+  const done = new Promise<void>((r) => (resolveDone = r));
+  const c = connectClient(j.target, {
+    index: 0,
+    onMessage: (buf) => {
+      const now = nowUs();
+      const f = JSON.parse(buf.toString()) as { events: { payload: { newData: { n?: number; written_us?: number } | null } }[] };
+      for (const e of f.events) {
+        const d = e.payload.newData;
+        if (!d || typeof d.n !== 'number' || typeof d.written_us !== 'number' || d.n < 1) continue;
+        seen++;
+        if (d.n > j.warmupRows) hist.recordValue(Math.max(1, now - d.written_us));
+      }
+      if (seen >= j.rows) resolveDone();
+    },
+  });
+  await c.ready;
+  process.send!({ type: 'tapping' });
+  await Promise.race([done, sleep(j.timeoutMs)]);
+  c.close();
+  return { seen, hist: encodeHist(hist) };
+}
+
 // ---------------------------------------------------------------- catch-up
 
 /** Catch-up with the real Agent: a fresh app DB applies the whole backlog; the first 10% is the warm-up. */
 async function catchupAgent(j: Extract<Job, { kind: 'catchup-agent' }>) {
   const { Agent } = await import('../../agent/agent.ts');
-  const passes: { totalMs: number; rate: number; frames: number }[] = [];
+  const passes: { totalMs: number; rate: number; frames: number; firstFrameMs: number }[] = [];
   mkdirSync(j.dir, { recursive: true });
   for (let p = 0; p < j.passes; p++) {
     const db = join(j.dir, `app-${process.pid}-${p}.db`);
@@ -325,6 +426,10 @@ async function catchupAgent(j: Extract<Job, { kind: 'catchup-agent' }>) {
     app.pragma('journal_mode = WAL');
     app.exec('CREATE TABLE items (id TEXT PRIMARY KEY, n INTEGER, mark TEXT, body TEXT, deleted_at TEXT)');
     app.close();
+    // Time to first frame counts from the Agent's construction (opening the app DB, its sync tables,
+    // connect, hello/welcome, the hub's first read): what a device waits before anything lands.
+    const t0 = nowUs();
+    let firstUs = 0;
     // Replay of the log, event by event: a fresh agent would otherwise bootstrap from a snapshot of
     // the hub's state (SQLite store), which is a different measurement.
     const agent = new Agent({ db, hub: j.url, project: j.project, token: j.token, tables: ['items'], snapshot: false });
@@ -332,11 +437,10 @@ async function catchupAgent(j: Extract<Job, { kind: 'catchup-agent' }>) {
     let tw = 0;
     let cw = 0;
     let frames = 0;
-    const t0 = nowUs();
     const done = new Promise<number>((resolve, reject) => {
       const timer = setTimeout(() => reject(new Error(`agent catch-up: not done within 180 s (frames ${frames})`)), 180_000);
       agent.on('applied', (r) => {
-        frames++;
+        if (frames++ === 0) firstUs = nowUs();
         if (!tw && r.cursor >= warm) {
           tw = nowUs();
           cw = r.cursor;
@@ -355,7 +459,7 @@ async function catchupAgent(j: Extract<Job, { kind: 'catchup-agent' }>) {
     const rows = (check.prepare('SELECT count(*) FROM items').pluck().get() as number) ?? 0;
     check.close();
     if (rows !== j.expect) throw new Error(`agent catch-up applied ${rows} rows, expected ${j.expect}`);
-    passes.push({ totalMs: (t1 - t0) / 1000, rate: (j.expect - cw) / ((t1 - tw) / 1e6), frames });
+    passes.push({ totalMs: (t1 - t0) / 1000, rate: (j.expect - cw) / ((t1 - tw) / 1e6), frames, firstFrameMs: (firstUs - t0) / 1000 });
   }
   rmSync(j.dir, { recursive: true, force: true });
   return { passes, measured: passes[passes.length - 1] };
@@ -505,6 +609,15 @@ switch (job.kind) {
     break;
   case 'sqlite-commit':
     result = await sqliteCommit(job);
+    break;
+  case 'visible-write':
+    result = await visibleWrite(job);
+    break;
+  case 'visible-poll':
+    result = await visiblePoll(job);
+    break;
+  case 'visible-tap':
+    result = await visibleTap(job);
     break;
 }
 process.send!({ type: 'result', result });
