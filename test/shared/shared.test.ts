@@ -1,6 +1,8 @@
 // shared/: timestamp reading, td's vocabulary, frame parsing and CLI validation.
 import { describe, expect, it } from 'vitest';
+import { createHash } from 'node:crypto';
 import { z } from 'zod';
+import { chainDigest, EMPTY_DIGEST } from '../../shared/digest.ts';
 import { envName, HelpRequested, parseCommand, portFlag, UsageError } from '../../shared/cli.ts';
 import { ClientFrame, parseFrame } from '../../shared/protocol.ts';
 import { entityTable, mapActionType } from '../../shared/td-actions.ts';
@@ -103,5 +105,20 @@ describe('prettyLine', () => {
     expect(line).toBe('13:04:05 WARN  closing connection  project=p1 code=slow_consumer message="nothing read"\n');
     expect(prettyLine(JSON.stringify({ level: 30, time, msg: 'hub stopped' }))).toBe('13:04:05 INFO  hub stopped\n');
     expect(prettyLine('not json')).toBe('not json\n');
+  });
+});
+
+describe('chainDigest', () => {
+  it('is sha256 of the previous digest then the event text, as stored digests were computed (any text)', () => {
+    const texts = ['{"serverSeq":1}', 'ünïcödé ✓ 𝄞 emoji 😀', 'lone \ud800 surrogate', ''];
+    let previous = EMPTY_DIGEST;
+    for (const text of texts) {
+      const expected = createHash('sha256').update(previous).update(text).digest('hex');
+      expect(chainDigest(previous, text)).toBe(expected);
+      previous = expected;
+    }
+    // A fixed value: a change of algorithm would break every digest already stored.
+    expect(chainDigest('', 'synchub')).toBe(createHash('sha256').update('synchub').digest('hex'));
+    expect(chainDigest('', 'synchub')).toBe('ab215c85533611210cafd3c6c2dcb649ed032aaddd92e0aab228c3f8d994c830');
   });
 });
