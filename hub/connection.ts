@@ -19,6 +19,7 @@ import { EventBucket } from './rate-limit.ts';
 import { decideResume } from './resume-check.ts';
 import { snapshotFrame } from './snapshot-frame.ts';
 import { checkEvent } from './validate-event.ts';
+import { fastPushFrame } from '../shared/push-fast-path.ts';
 
 export const ConnState = {
   AwaitingHello: 'awaiting_hello',
@@ -120,7 +121,7 @@ export class Connection implements Subscriber {
       return this.fail(ErrorCode.FrameTooLarge, `frame of ${bytes} bytes exceeds the limit of ${this.deps.options.maxFrameBytes}`);
     }
     if (isBinary) return this.fail(ErrorCode.InvalidFrame, 'frames must be JSON text, not binary');
-    const parsed = parseFrame(ClientFrame, data.toString());
+    const parsed = parseFrame(ClientFrame, data.toString(), fastPushFrame);
     if (!parsed.ok) return this.fail(parsed.code, parsed.message);
     const frame = parsed.frame;
     if (frame.type === 'hello') {
