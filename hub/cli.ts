@@ -120,7 +120,7 @@ export async function hubCli(argv: string[]): Promise<number | void> {
 }
 
 /** The hub's limits as `serve` flags (and SYNCHUB_* variables): flag -> hub option. Defaults live in hub/config.ts. */
-const LIMIT_FLAGS = {
+export const LIMIT_FLAGS = {
   'max-connections': 'maxConnections',
   'max-connections-per-token': 'maxConnectionsPerToken',
   'max-auth-failures-per-minute': 'maxAuthFailuresPerMinute',

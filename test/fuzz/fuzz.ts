@@ -14,9 +14,9 @@ import type { IncomingMessage } from 'node:http';
 import { ServerFrame } from '../../shared/protocol.ts';
 import { ErrorCode } from '../../shared/errors.ts';
 import { createHash } from 'node:crypto';
-import { readFileSync } from 'node:fs';
 import { createToken } from '../../hub/tokens.ts';
-import { startHub, makeTempDir, freshStoreLocation, openStoreAt, spawnHub } from '../kit/hub.ts';
+import { startHub, makeTempDir, freshStoreLocation, openStoreAt, processMemoryKb, spawnHub } from '../kit/hub.ts';
+import { LIMIT_FLAGS } from '../../hub/cli.ts';
 import { checkConverged, makeDevices, quiesce, type Device, type HubRef } from '../kit/devices.ts';
 import type { EventStore } from '../../hub/store/event-store.ts';
 import { APP_TABLES } from '../kit/app-db.ts';
@@ -169,8 +169,15 @@ interface FuzzHub extends HubRef {
   close(): Promise<void>;
 }
 
-/** The hub options as `hub serve` flags: maxFrameBytes -> --max-frame-bytes. */
-const serveFlags = (options: Record<string, number>) => Object.entries(options).flatMap(([k, v]) => [`--${k.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`, String(v)]);
+/** The hub options as `hub serve` flags, by the CLI's own table (an option that has no flag throws). */
+function serveFlags(options: Record<string, number>): string[] {
+  const flagOf = new Map(Object.entries(LIMIT_FLAGS).map(([flag, option]) => [option as string, flag]));
+  return Object.entries(options).flatMap(([option, value]) => {
+    const flag = flagOf.get(option);
+    if (!flag) throw new Error(`fuzz bug: hub option ${option} has no hub serve flag`);
+    return [`--${flag}`, String(value)];
+  });
+}
 
 async function openFuzzHub(location: string, store: EventStore, project: string, token: string, ownProcess: boolean): Promise<FuzzHub> {
   if (!ownProcess) {
@@ -187,7 +194,7 @@ async function openFuzzHub(location: string, store: EventStore, project: string,
     if (!closing) exit = `hub process exited by itself (${e.code ?? e.signal}): ${child.stderr().slice(-2000)}`;
   });
   // VmHWM: the kernel's own peak of the resident set, so nothing between samples is missed.
-  const hwmKb = () => Number(/^VmHWM:\s+(\d+) kB/m.exec(readFileSync(`/proc/${child.pid}/status`, 'utf8'))?.[1] ?? 0);
+  const hwmKb = () => processMemoryKb(child.pid, 'VmHWM');
   let peakKb = 0;
   return {
     url: child.url,

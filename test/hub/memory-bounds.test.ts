@@ -2,21 +2,14 @@
 // (`synchub hub serve`) so that its resident set is measured alone, from /proc: growth is the peak
 // resident size (VmHWM, which the kernel keeps between our samples) minus the resident size at the
 // start of the measurement (VmRSS), which over-states growth rather than hiding it.
-import { readFileSync } from 'node:fs';
 import { afterEach, describe, expect, it } from 'vitest';
 import { WebSocket } from 'ws';
 import { MAX_EVENT_PAYLOAD_BYTES, MAX_FRAME_BYTES } from '../../shared/limits.ts';
 import { CloseCode, ErrorCode } from '../../shared/errors.ts';
-import { freshStoreLocation, initHubDb, metricValue, spawnHub, startHub as startTestHub, type SpawnedHub, type TestHub } from '../kit/hub.ts';
+import { freshStoreLocation, initHubDb, metricValue, processMemoryKb, spawnHub, startHub as startTestHub, type SpawnedHub, type TestHub } from '../kit/hub.ts';
 import { closeAllClients, delay, makeEvent, makeEvents, SyncClient, syncUrl } from '../kit/ws-client.ts';
 
 const MB = 1024 * 1024;
-
-function memoryKb(pid: number, field: 'VmRSS' | 'VmHWM'): number {
-  const m = new RegExp(`^${field}:\\s+(\\d+) kB`, 'm').exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
-  if (!m) throw new Error(`no ${field} in /proc/${pid}/status`);
-  return Number(m[1]);
-}
 
 let hub: SpawnedHub | undefined;
 let inProcess: TestHub | undefined;
@@ -40,7 +33,7 @@ async function startHub(args: string[] = []): Promise<{ hub: SpawnedHub; token: 
 describe.skipIf(process.platform !== 'linux')('hub memory under hostile load (hub in its own process)', () => {
   it('a client flooding ~300 MB of near-limit events: the hub grows < 250 MB over its warmed size and not with the flood; all acked and delivered', async () => {
     const { hub, token } = await startHub();
-    const before = memoryKb(hub.pid, 'VmRSS');
+    const before = processMemoryKb(hub.pid, 'VmRSS');
     // A device that reads everything, and one that reads nothing: the hub buffers for neither beyond its bounds.
     const reader = await SyncClient.open(hub.url, 'p1', token, 'reader', 0, { keepEvents: false });
     const stalled = await SyncClient.open(hub.url, 'p1', token, 'stalled', 0, { keepEvents: false });
@@ -78,12 +71,12 @@ describe.skipIf(process.platform !== 'linux')('hub memory under hostile load (hu
     // Warm-up: 64 MB, enough to fill what a busy hub holds anyway (its 64 MiB SQLite page cache,
     // V8's heap at its working size). Then ~250 MB more: a first third, and two thirds after it.
     await flood(16);
-    const warm = memoryKb(hub.pid, 'VmRSS');
+    const warm = processMemoryKb(hub.pid, 'VmRSS');
     await flood(Math.ceil(frames / 3));
-    const third = memoryKb(hub.pid, 'VmHWM');
+    const third = processMemoryKb(hub.pid, 'VmHWM');
     await flood(frames - sent);
     await reader.waitForSeq(total, 120_000);
-    const peak = memoryKb(hub.pid, 'VmHWM');
+    const peak = processMemoryKb(hub.pid, 'VmHWM');
     const mb = (kb: number) => Math.round(kb / 1024);
     console.log(`flood: ${frames} frames, ${total} events, ${Math.round((total * eventBytes) / MB)} MB; hub RSS: ${mb(before)} MB at start, ${mb(warm)} MB after the warm-up, peak ${mb(third)} MB after a third, ${mb(peak)} MB at the end`);
     expect(mb(peak - warm)).toBeLessThan(250);
@@ -100,16 +93,16 @@ describe.skipIf(process.platform !== 'linux')('hub memory under hostile load (hu
   it('500 sockets that upgrade and then send nothing: bounded memory, each closed at the hello timeout, the hub still serves', async () => {
     const { hub, token } = await startHub(['--hello-timeout-ms', '4000']);
     await delay(200);
-    const before = memoryKb(hub.pid, 'VmRSS');
+    const before = processMemoryKb(hub.pid, 'VmRSS');
     const idle = await Promise.all(Array.from({ length: 500 }, () => SyncClient.connect(hub.url, 'p1', token, { connectTimeoutMs: 15_000 })));
-    const openGrowthMb = (memoryKb(hub.pid, 'VmRSS') - before) / 1024;
+    const openGrowthMb = (processMemoryKb(hub.pid, 'VmRSS') - before) / 1024;
     // A live device is served while they sit there.
     const device = await SyncClient.open(hub.url, 'p1', token, 'live', 0, { keepEvents: false });
     await device.push(1, [makeEvent(1)]);
 
     const closes = await Promise.all(idle.map((c) => c.waitForClose(15_000)));
     expect(new Set(closes.map((c) => c.code))).toEqual(new Set([CloseCode.PolicyViolation]));
-    const growthMb = (memoryKb(hub.pid, 'VmHWM') - before) / 1024;
+    const growthMb = (processMemoryKb(hub.pid, 'VmHWM') - before) / 1024;
     console.log(`idle sockets: 500 open added ${openGrowthMb.toFixed(1)} MB; peak growth ${growthMb.toFixed(1)} MB`);
     expect(growthMb).toBeLessThan(100);
     expect(device.closeInfo).toBeNull();

@@ -15,7 +15,7 @@
 //
 // Everything binds 127.0.0.1 only. Every wait is bounded by a timeout.
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -244,6 +244,13 @@ export async function spawnHub(dbPath: string, port = 0, opts: { timeoutMs?: num
     exited,
     stop,
   };
+}
+
+/** A process's resident size now (VmRSS) or at its peak so far (VmHWM, kept by the kernel), in kB, from /proc (Linux). */
+export function processMemoryKb(pid: number, field: 'VmRSS' | 'VmHWM'): number {
+  const m = new RegExp(`^${field}:\\s+(\\d+) kB`, 'm').exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+  if (!m) throw new Error(`no ${field} in /proc/${pid}/status`);
+  return Number(m[1]);
 }
 
 export interface CliResult extends ExitInfo {
