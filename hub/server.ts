@@ -68,6 +68,9 @@ export class Hub {
   private readonly tokenConnections = new TokenConnections();
   private checkingRevocations = false;
   private stopping = false;
+  private closing: Promise<void> | null = null;
+  /** Resolves (with the cause) if the store fails for good and the hub stops because of it; never otherwise. */
+  readonly failed: Promise<Error>;
   private readonly board: StatusBoard;
   private readonly admin: AdminServer | null;
 
@@ -98,6 +101,15 @@ export class Hub {
             { metrics: this.metrics, board: this.board, readiness: () => this.readiness(), stopping: () => this.stopping, log },
             { host: adminHost, port: adminPort, optional: adminPortOptional },
           );
+    let fail!: (err: Error) => void;
+    this.failed = new Promise((resolve) => (fail = resolve));
+    // A store that cannot recover (SQLite's writer thread died) stops the hub loudly: pushes in
+    // flight were answered store_unavailable, every socket is closed, and `hub serve` exits 1.
+    store.onFatal?.((err) => {
+      this.log.fatal({ err: err.message }, 'the store failed; stopping the hub');
+      fail(err);
+      void this.close();
+    });
     this.committer = new GroupCommitter(store, this.options.commitMaxEvents, (committed, ms, count) => {
       this.metrics.commits.observe(ms / 1000);
       this.metrics.eventsCommitted.inc(count);
@@ -397,8 +409,12 @@ export class Hub {
    * Clean stop: refuse new connections and frames, finish the commits already
    * under way and send their acks, close every socket with 1001, close the store.
    */
-  async close(): Promise<void> {
-    if (this.stopping) return;
+  close(): Promise<void> {
+    this.closing ??= this.stop();
+    return this.closing;
+  }
+
+  private async stop(): Promise<void> {
     this.stopping = true;
     this.log.info({ connections: this.connections.size }, 'hub shutting down');
     if (this.pingTimer) clearInterval(this.pingTimer);

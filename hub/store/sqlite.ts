@@ -1,4 +1,5 @@
-// EventStore on an embedded SQLite file: the default, one hub process owns the file.
+// EventStore on an embedded SQLite file: the default, one hub process owns the file. Reads run on
+// the caller's thread; every write goes to the store's writer thread (sqlite-writer-thread.ts).
 import Database from 'better-sqlite3';
 import { existsSync, mkdirSync, renameSync, rmSync, statSync } from 'node:fs';
 import { dirname } from 'node:path';
@@ -8,10 +9,8 @@ import type { AppendGroup, AppendOutcome, EventStore, LogInfo, Role, SnapshotRea
 import { EVENTS_SCHEMA } from './sqlite-schema.ts';
 import { openSqliteSnapshot } from './sqlite-snapshot.ts';
 import { EntityStateWriter, STATE_SCHEMA } from './sqlite-state.ts';
-import { serializeEvent } from './serialize.ts';
-
-/** Events deleted per transaction by compact(): the hub's writer never waits long behind it. */
-const COMPACT_CHUNK = 20_000;
+import { openHubDb, SqliteWriter } from './sqlite-writer.ts';
+import { InlineWriter, WriterThread, type WriterPort } from './sqlite-writer-thread.ts';
 
 /**
  * Schema versions (PRAGMA user_version). 1: chained digests (events.digest, projects.head_digest),
@@ -65,45 +64,24 @@ function toToken(row: TokenRow): TokenRecord {
 }
 
 export class SqliteEventStore implements EventStore {
+  /** The main thread's connection: reads, and the schema at open. Writes go through `writer`. */
   private readonly db: Database.Database;
-  /** Head seq and digest per project, loaded lazily; this process is the file's only writer of events. */
-  private readonly heads = new Map<string, { seq: number; digest: string }>();
+  private readonly writer: WriterPort;
+  /** Head seq per project as this process committed it (or read it), loaded lazily. */
+  private readonly heads = new Map<string, number>();
   private readonly stmt;
-  private readonly state: EntityStateWriter;
   /** The file's identity at open: a file deleted or replaced under the hub is a store gone. */
   private readonly inode: number | null;
-  /** A second connection that never waits for a lock (see ping); opened on first use. */
-  private probe: Database.Database | null = null;
 
   constructor(private readonly path: string) {
     if (path !== ':memory:') mkdirSync(dirname(path), { recursive: true });
-    this.db = new Database(path);
+    this.db = openHubDb(path);
     this.inode = path === ':memory:' ? null : statSync(path).ino;
-    // WAL + synchronous=FULL: a commit is on disk (fsynced WAL) before we ack it.
-    this.db.pragma('journal_mode = WAL');
-    this.db.pragma('synchronous = FULL');
-    this.db.pragma('busy_timeout = 5000');
-    // 64 MiB of page cache: the two indexes of a busy log outgrow the 2 MiB default, and
-    // every insert then reads index pages back from the OS.
-    this.db.pragma('cache_size = -65536');
     migrate(this.db);
-    this.state = new EntityStateWriter(this.db);
+    // An in-memory database lives in one connection: its writer is that connection, on this thread.
+    this.writer = path === ':memory:' ? new InlineWriter(new SqliteWriter(this.db)) : new WriterThread(path);
     this.stmt = {
-      insert: this.db.prepare(
-        `INSERT INTO events (project, server_seq, device_id, session_id, client_action_id, body, digest)
-         VALUES (?, ?, ?, ?, ?, ?, ?)
-         ON CONFLICT (project, device_id, session_id, client_action_id) DO NOTHING`,
-      ),
-      compactedSeq: this.db
-        .prepare('SELECT server_seq FROM compacted_keys WHERE project = ? AND device_id = ? AND session_id = ? AND client_action_id = ?')
-        .pluck(),
-      dupSeq: this.db
-        .prepare('SELECT server_seq FROM events WHERE project = ? AND device_id = ? AND session_id = ? AND client_action_id = ?')
-        .pluck(),
-      baseSeq: this.db.prepare('SELECT base_seq FROM projects WHERE name = ?').pluck(),
-      setHead: this.db.prepare('UPDATE projects SET head_seq = ?, head_digest = ? WHERE name = ?'),
       head: this.db.prepare('SELECT head_seq FROM projects WHERE name = ?').pluck(),
-      headRow: this.db.prepare('SELECT head_seq AS seq, head_digest AS digest FROM projects WHERE name = ?'),
       info: this.db.prepare(
         'SELECT head_seq AS headSeq, head_digest AS headDigest, base_seq AS baseSeq, base_digest AS baseDigest FROM projects WHERE name = ?',
       ),
@@ -114,58 +92,12 @@ export class SqliteEventStore implements EventStore {
     };
   }
 
-  private head(project: string): { seq: number; digest: string } {
-    let head = this.heads.get(project);
-    if (head === undefined) {
-      head = this.stmt.headRow.get(project) as { seq: number; digest: string } | undefined;
-      if (head === undefined) throw new SyncError('unknown_project', `project ${project} does not exist`);
-      this.heads.set(project, head);
-    }
-    return head;
-  }
-
   async append(groups: AppendGroup[], serverTimestamp: string): Promise<AppendOutcome[][]> {
-    const newHeads = new Map<string, { seq: number; digest: string }>();
-    const run = this.db.transaction(() => {
-      this.state.begin();
-      const out = groups.map(({ project, deviceId, events, payloadJson }) => {
-        let head = newHeads.get(project) ?? this.head(project);
-        // Keys of compacted events exist only once the project was compacted (base_seq > 0); read in
-        // this transaction, so a compaction by another process is seen too.
-        const compactedOnce = (this.stmt.baseSeq.get(project) as number) > 0;
-        const outcomes = events.map((e, i): AppendOutcome => {
-          // A compacted event's key is no longer in `events`; it is still a duplicate.
-          const compacted = compactedOnce ? (this.stmt.compactedSeq.get(project, deviceId, e.sessionId, e.clientActionId) as number | undefined) : undefined;
-          if (compacted !== undefined) return { stored: false, seq: compacted };
-          const seq = head.seq + 1;
-          const json = serializeEvent(seq, deviceId, serverTimestamp, e, payloadJson?.[i]);
-          const digest = chainDigest(head.digest, json);
-          const info = this.stmt.insert.run(project, seq, deviceId, e.sessionId, e.clientActionId, json, digest);
-          if (info.changes === 1) {
-            head = { seq, digest };
-            this.state.apply(project, {
-              actionType: e.actionType as never,
-              entityType: e.entityType,
-              entityId: e.entityId,
-              newData: e.payload.newData,
-              previousData: e.payload.previousData,
-              clientTimestamp: e.clientTimestamp,
-            });
-            return { stored: true, seq, json, digest };
-          }
-          const original = this.stmt.dupSeq.get(project, deviceId, e.sessionId, e.clientActionId) as number;
-          return { stored: false, seq: original };
-        });
-        newHeads.set(project, head);
-        return outcomes;
-      });
-      this.state.flush();
-      for (const [project, head] of newHeads) this.stmt.setHead.run(head.seq, head.digest, project);
-      return out;
+    const result = await this.writer.call('append', groups, serverTimestamp);
+    // Durable now: move the heads this process reports.
+    groups.forEach((g, i) => {
+      for (const o of result[i]!) if (o.stored && o.seq > (this.heads.get(g.project) ?? 0)) this.heads.set(g.project, o.seq);
     });
-    const result = run.immediate();
-    // Only after the commit succeeded do the in-memory heads move.
-    for (const [project, head] of newHeads) this.heads.set(project, head);
     return result;
   }
 
@@ -174,7 +106,15 @@ export class SqliteEventStore implements EventStore {
   }
 
   async headSeq(project: string): Promise<number> {
-    return this.head(project).seq;
+    let head = this.heads.get(project);
+    if (head === undefined) {
+      head = this.stmt.head.get(project) as number | undefined;
+      if (head === undefined) throw new SyncError('unknown_project', `project ${project} does not exist`);
+      // A commit may have landed between the read and now: never move a head back.
+      head = Math.max(head, this.heads.get(project) ?? 0);
+      this.heads.set(project, head);
+    }
+    return head;
   }
 
   async logInfo(project: string): Promise<LogInfo> {
@@ -196,37 +136,12 @@ export class SqliteEventStore implements EventStore {
 
   async compact(project: string, keepEvents: number): Promise<{ dropped: number; baseSeq: number }> {
     if (!Number.isSafeInteger(keepEvents) || keepEvents < 0) throw new SyncError('invalid_argument', 'keepEvents must be a whole number >= 0');
-    const s = {
-      info: this.stmt.info,
-      keys: this.db.prepare(
-        `INSERT OR IGNORE INTO compacted_keys (project, device_id, session_id, client_action_id, server_seq)
-         SELECT project, device_id, session_id, client_action_id, server_seq FROM events
-         WHERE project = ? AND server_seq > ? AND server_seq <= ?`,
-      ),
-      drop: this.db.prepare('DELETE FROM events WHERE project = ? AND server_seq > ? AND server_seq <= ?'),
-      digest: this.stmt.digestAt,
-      setBase: this.db.prepare('UPDATE projects SET base_seq = ?, base_digest = ? WHERE name = ?'),
-    };
     let dropped = 0;
-    // In chunks, each its own transaction, so the writer serving pushes never waits long behind us.
+    // In steps, each its own transaction: commits of pushes take turns with them on the writer.
     for (;;) {
-      const step = this.db.transaction(() => {
-        const info = s.info.get(project) as LogInfo | undefined;
-        if (!info) throw new SyncError('unknown_project', `project ${project} does not exist`);
-        const target = info.headSeq - keepEvents;
-        if (target <= info.baseSeq) return { n: 0, base: info.baseSeq };
-        const to = Math.min(target, info.baseSeq + COMPACT_CHUNK);
-        const digest = s.digest.get(project, to) as string;
-        s.keys.run(project, info.baseSeq, to);
-        const n = s.drop.run(project, info.baseSeq, to).changes;
-        s.setBase.run(to, digest, project);
-        return { n, base: to };
-      });
-      const { n, base } = step.immediate();
-      dropped += n;
-      if (n === 0) return { dropped, baseSeq: base };
-      // Inside a serving hub (--retain-events): let commits and sockets run between chunks.
-      await new Promise((resolve) => setImmediate(resolve));
+      const step = await this.writer.call('compactStep', project, keepEvents);
+      dropped += step.dropped;
+      if (step.dropped === 0) return { dropped, baseSeq: step.baseSeq };
     }
   }
 
@@ -246,10 +161,7 @@ export class SqliteEventStore implements EventStore {
   }
 
   async createProject(name: string): Promise<void> {
-    const info = this.db
-      .prepare('INSERT INTO projects (name, created_at) VALUES (?, ?) ON CONFLICT (name) DO NOTHING')
-      .run(name, new Date().toISOString());
-    if (info.changes === 0) throw new SyncError('project_exists', `project ${name} already exists`);
+    await this.writer.call('createProject', name, new Date().toISOString());
   }
 
   async projectExists(name: string): Promise<boolean> {
@@ -263,9 +175,7 @@ export class SqliteEventStore implements EventStore {
   }
 
   async insertToken(t: TokenRecord): Promise<void> {
-    this.db
-      .prepare('INSERT INTO tokens (id, project, role, hash, created_at, revoked_at) VALUES (?, ?, ?, ?, ?, ?)')
-      .run(t.id, t.project, t.role, t.hash, t.createdAt, t.revokedAt);
+    await this.writer.call('insertToken', t);
   }
 
   async findToken(id: string): Promise<TokenRecord | undefined> {
@@ -279,8 +189,7 @@ export class SqliteEventStore implements EventStore {
   }
 
   async revokeToken(id: string, at: string): Promise<boolean> {
-    const info = this.db.prepare('UPDATE tokens SET revoked_at = COALESCE(revoked_at, ?) WHERE id = ?').run(at, id);
-    return info.changes === 1;
+    return this.writer.call('revokeToken', id, at);
   }
 
   async revokedTokens(ids: string[]): Promise<string[]> {
@@ -300,16 +209,7 @@ export class SqliteEventStore implements EventStore {
   }
 
   async bindDevice(project: string, deviceId: string, tokenId: string, at: string): Promise<boolean> {
-    // A device whose token was revoked may come back with a new one (token rotation).
-    this.db
-      .prepare(
-        `INSERT INTO devices (project, device_id, token_id, bound_at) VALUES (?, ?, ?, ?)
-         ON CONFLICT (project, device_id) DO UPDATE SET token_id = excluded.token_id, bound_at = excluded.bound_at
-         WHERE NOT EXISTS (SELECT 1 FROM tokens t WHERE t.id = devices.token_id AND t.revoked_at IS NULL)`,
-      )
-      .run(project, deviceId, tokenId, at);
-    const owner = this.db.prepare('SELECT token_id FROM devices WHERE project = ? AND device_id = ?').pluck().get(project, deviceId);
-    return owner === tokenId;
+    return this.writer.call('bindDevice', project, deviceId, tokenId, at);
   }
 
   async ping(): Promise<void> {
@@ -322,20 +222,16 @@ export class SqliteEventStore implements EventStore {
       throw new SyncError('store_unavailable', `the database file ${this.path} is gone`);
     }
     if (ino !== this.inode) throw new SyncError('store_unavailable', `the database file ${this.path} was replaced`);
-    // Take and release the write lock without waiting: our own commits run on this thread, so a
-    // lock held now is another process's, and our next commit would wait busy_timeout and fail.
-    // A separate connection, because the main one waits up to 5 s and would block the event loop.
-    this.probe ??= new Database(this.path, { timeout: 0 });
-    try {
-      this.probe.exec('BEGIN IMMEDIATE; ROLLBACK');
-    } catch (err) {
-      if (this.probe.inTransaction) this.probe.exec('ROLLBACK');
-      throw new SyncError('store_unavailable', `the database cannot take a write now: ${(err as Error).message}`);
-    }
+    // On the writer, between its transactions: a write lock held then is another process's.
+    await this.writer.call('probe');
+  }
+
+  onFatal(listener: (err: Error) => void): void {
+    this.writer.onFatal(listener);
   }
 
   async close(): Promise<void> {
-    if (this.probe?.open) this.probe.close();
+    await this.writer.close();
     if (this.db.open) this.db.close();
   }
 }

@@ -89,12 +89,11 @@ export async function readSnapshot(c: SyncClient, deviceId: string, afterSeq = 0
  * of the time: for the 200,000-event tests.
  */
 export function writeHubLog(dbPath: string, project: string, events: PushEvent[], deviceId = 'loader', serverTimestamp = '2026-01-01T00:00:00.000Z'): void {
-  // The store creates (or upgrades) the schema and the project; then it is closed and written raw.
-  const store = new SqliteEventStore(dbPath);
-  void store.createProject(project).catch(() => {});
-  void store.close();
+  // The store creates (or upgrades) the schema when it opens; then the file is written raw.
+  void new SqliteEventStore(dbPath).close();
   const db = new Database(dbPath);
   try {
+    db.prepare('INSERT INTO projects (name, created_at) VALUES (?, ?) ON CONFLICT (name) DO NOTHING').run(project, serverTimestamp);
     const info = db.prepare('SELECT head_seq AS seq, head_digest AS digest FROM projects WHERE name = ?').get(project) as { seq: number; digest: string };
     const insert = db.prepare('INSERT INTO events (project, server_seq, device_id, session_id, client_action_id, body, digest) VALUES (?, ?, ?, ?, ?, ?, ?)');
     const state = new Map<string, { table: string; id: string; row: Row }>();
