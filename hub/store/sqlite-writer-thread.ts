@@ -12,6 +12,10 @@ import type { SqliteWriter, WriterOps } from './sqlite-writer.ts';
 /** How the store reaches its writer: a thread, or (':memory:', which a thread cannot share) inline. */
 export interface WriterPort {
   call<K extends keyof WriterOps>(op: K, ...args: Parameters<WriterOps[K]>): Promise<ReturnType<WriterOps[K]>>;
+  /** True while a call is out (the writer may be inside a transaction). */
+  readonly busy: boolean;
+  /** Why the writer died (every call fails with it), or null. */
+  readonly failure: Error | null;
   /** Finish every call already made, then close the writer's connection. */
   close(): Promise<void>;
   /** Called once if the writer dies (the thread crashed): every call then rejects with store_unavailable. */
@@ -19,6 +23,9 @@ export interface WriterPort {
 }
 
 export class InlineWriter implements WriterPort {
+  readonly busy = false;
+  readonly failure = null;
+
   constructor(private readonly writer: SqliteWriter) {}
 
   async call<K extends keyof WriterOps>(op: K, ...args: Parameters<WriterOps[K]>): Promise<ReturnType<WriterOps[K]>> {
@@ -36,8 +43,7 @@ export class WriterThread implements WriterPort {
   private readonly worker: Worker;
   private readonly calls = new Map<number, { resolve: (v: never) => void; reject: (e: Error) => void }>();
   private nextId = 1;
-  /** Set once the thread died: every call fails with it. */
-  private failure: SyncError | null = null;
+  failure: SyncError | null = null;
   private closed: Promise<void> | null = null;
   private readonly fatalListeners: ((err: Error) => void)[] = [];
 
@@ -56,6 +62,10 @@ export class WriterThread implements WriterPort {
     this.worker.on('exit', (code) => {
       if (this.closed === null) this.die(new Error(`it exited with code ${code}`));
     });
+  }
+
+  get busy(): boolean {
+    return this.calls.size > 0;
   }
 
   call<K extends keyof WriterOps>(op: K, ...args: Parameters<WriterOps[K]>): Promise<ReturnType<WriterOps[K]>> {

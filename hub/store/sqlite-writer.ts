@@ -25,6 +25,20 @@ export function openHubDb(path: string): Database.Database {
   return db;
 }
 
+/**
+ * Take and release the write lock without waiting (`prober` is a connection with timeout 0): throws
+ * store_unavailable when another connection holds it, for the next commit would wait busy_timeout
+ * and fail.
+ */
+export function probeWriteLock(prober: Database.Database): void {
+  try {
+    prober.exec('BEGIN IMMEDIATE; ROLLBACK');
+  } catch (err) {
+    if (prober.inTransaction) prober.exec('ROLLBACK');
+    throw new SyncError('store_unavailable', `the database cannot take a write now: ${(err as Error).message}`);
+  }
+}
+
 export class SqliteWriter {
   /** Head seq and digest per project, loaded lazily; this connection is the file's only writer of events. */
   private readonly heads = new Map<string, { seq: number; digest: string }>();
@@ -163,19 +177,10 @@ export class SqliteWriter {
     return this.stmt.deviceOwner.get(project, deviceId) === tokenId;
   }
 
-  /**
-   * Take and release the write lock without waiting. This connection's own transactions are never
-   * open between calls, so a lock held now is another process's, and the next commit would wait
-   * busy_timeout and fail. A separate connection, because this one waits up to 5 s for a lock.
-   */
+  /** probeWriteLock between this writer's transactions: a lock held then is another process's. */
   probe(): void {
     this.prober ??= new Database(this.db.name, { timeout: 0 });
-    try {
-      this.prober.exec('BEGIN IMMEDIATE; ROLLBACK');
-    } catch (err) {
-      if (this.prober.inTransaction) this.prober.exec('ROLLBACK');
-      throw new SyncError('store_unavailable', `the database cannot take a write now: ${(err as Error).message}`);
-    }
+    probeWriteLock(this.prober);
   }
 
   close(): void {

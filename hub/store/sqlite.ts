@@ -9,7 +9,7 @@ import type { AppendGroup, AppendOutcome, EventStore, LogInfo, Role, SnapshotRea
 import { EVENTS_SCHEMA } from './sqlite-schema.ts';
 import { openSqliteSnapshot } from './sqlite-snapshot.ts';
 import { EntityStateWriter, STATE_SCHEMA } from './sqlite-state.ts';
-import { openHubDb, SqliteWriter } from './sqlite-writer.ts';
+import { openHubDb, probeWriteLock, SqliteWriter } from './sqlite-writer.ts';
 import { InlineWriter, WriterThread, type WriterPort } from './sqlite-writer-thread.ts';
 
 /**
@@ -72,6 +72,8 @@ export class SqliteEventStore implements EventStore {
   private readonly stmt;
   /** The file's identity at open: a file deleted or replaced under the hub is a store gone. */
   private readonly inode: number | null;
+  /** A connection for ping() that never waits for a lock; opened on first use. */
+  private prober: Database.Database | null = null;
 
   constructor(private readonly path: string) {
     if (path !== ':memory:') mkdirSync(dirname(path), { recursive: true });
@@ -214,6 +216,7 @@ export class SqliteEventStore implements EventStore {
 
   async ping(): Promise<void> {
     if (!this.db.open) throw new SyncError('store_unavailable', 'the store is closed');
+    if (this.writer.failure) throw this.writer.failure;
     if (this.inode === null) return;
     let ino: number;
     try {
@@ -222,8 +225,15 @@ export class SqliteEventStore implements EventStore {
       throw new SyncError('store_unavailable', `the database file ${this.path} is gone`);
     }
     if (ino !== this.inode) throw new SyncError('store_unavailable', `the database file ${this.path} was replaced`);
-    // On the writer, between its transactions: a write lock held then is another process's.
-    await this.writer.call('probe');
+    // At once, on a connection that never waits. Held while our own writer has a call out: that may
+    // be our own commit, so ask again on the writer, between its transactions.
+    this.prober ??= new Database(this.path, { timeout: 0 });
+    try {
+      probeWriteLock(this.prober);
+    } catch (err) {
+      if (!this.writer.busy) throw err;
+      await this.writer.call('probe');
+    }
   }
 
   onFatal(listener: (err: Error) => void): void {
@@ -232,6 +242,7 @@ export class SqliteEventStore implements EventStore {
 
   async close(): Promise<void> {
     await this.writer.close();
+    if (this.prober?.open) this.prober.close();
     if (this.db.open) this.db.close();
   }
 }
