@@ -106,6 +106,8 @@ interface Bootstrap {
 
 /** Bootstrap progress is logged at most this often. */
 const PROGRESS_EVERY_MS = 2_000;
+/** How long a stopping agent waits for answers to the pushes it has in flight (see Pusher.drain). */
+const STOP_DRAIN_MS = 2_000;
 
 export class Agent extends EventEmitter<AgentEvents> {
   private readonly o: z.infer<typeof AgentOptionsSchema>;
@@ -288,6 +290,8 @@ export class Agent extends EventEmitter<AgentEvents> {
     this.watcher?.stop();
     this.stopHeartbeat();
     if (this.wakeTimer) clearTimeout(this.wakeTimer);
+    // Answers to pushes already sent first: the hub commits them whether or not we wait.
+    await this.pusher?.drain(STOP_DRAIN_MS);
     await this.link?.stop();
     this.pusher?.disconnected();
     this.recordStatus(ConnectionStatus.Stopped);

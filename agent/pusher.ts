@@ -22,6 +22,8 @@ export class Pusher {
   /** Highest rowid handed to a push on this connection. */
   private sentThrough = 0;
   private active = false;
+  /** Set while drain() waits for the last acks. */
+  private drained: (() => void) | null = null;
 
   constructor(
     private readonly deps: PusherDeps,
@@ -41,9 +43,31 @@ export class Pusher {
   /** The link went down: every push in flight is unacknowledged and will be re-sent. */
   disconnected(): void {
     this.active = false;
+    this.drained?.();
     this.queue.clear();
     for (const w of this.waiting.values()) w.reject(new Error('link down'));
     this.waiting.clear();
+  }
+
+  /**
+   * Stop sending, and resolve once every push in flight is answered (or after timeoutMs). A stopping
+   * agent waits here before it closes its socket: the hub cannot answer after the close, so a push it
+   * committed meanwhile would stay unacknowledged here although it is in the log.
+   */
+  drain(timeoutMs: number): Promise<void> {
+    this.active = false;
+    this.queue.clear();
+    if (this.waiting.size === 0) return Promise.resolve();
+    return new Promise((resolve) => {
+      const done = () => {
+        clearTimeout(timer);
+        this.drained = null;
+        resolve();
+      };
+      const timer = setTimeout(done, timeoutMs);
+      timer.unref();
+      this.drained = done;
+    });
   }
 
   get inFlight(): number {
@@ -84,6 +108,7 @@ export class Pusher {
     if (!w) return;
     this.waiting.delete(ack.batch);
     w.resolve();
+    if (this.drained && this.waiting.size === 0) this.drained();
     // Let p-queue free the slot first (it settles over a few microtasks), then refill.
     setImmediate(() => this.wake());
   }
