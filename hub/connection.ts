@@ -8,12 +8,13 @@ import { CloseCode, ErrorCode, RejectReason } from '../shared/errors.ts';
 import { PROTOCOL_VERSION } from '../shared/limits.ts';
 import type { Logger } from '../shared/log.ts';
 import { ClientFrame, parseFrame, type HelloFrame, type PushFrame, type Rejection, type Ack } from '../shared/protocol.ts';
+import type { ConnectionToken } from './admission.ts';
 import type { HubOptions } from './config.ts';
 import { buildFrame, type Frame, type ProjectChannel, type Subscriber } from './fanout.ts';
 import { FlowControl, type Wire } from './flow-control.ts';
 import { PushCancelled, type GroupCommitter } from './commit.ts';
 import type { HubMetrics } from './metrics.ts';
-import type { EventStore, Role, SnapshotReader } from './store/event-store.ts';
+import type { EventStore, SnapshotReader } from './store/event-store.ts';
 import type { PushEvent } from '../shared/event.ts';
 import { EventBucket } from './rate-limit.ts';
 import { decideResume } from './resume-check.ts';
@@ -107,7 +108,7 @@ export class Connection implements Subscriber {
     private readonly socket: Duplex,
     readonly project: string,
     /** The token this socket was opened with: its role, and its id (device binding, revocation). */
-    readonly token: { id: string; role: Role },
+    readonly token: ConnectionToken,
     private readonly deps: ConnectionDeps,
   ) {
     this.flow = new FlowControl(deps.options.maxFrameBytes, deps.options.highWaterBytes);
@@ -466,6 +467,11 @@ export class Connection implements Subscriber {
     this.send(JSON.stringify({ type: 'error', code: ErrorCode.ShuttingDown, message: 'hub is shutting down' }));
     this.detach();
     this.ws.close(CloseCode.GoingAway, ErrorCode.ShuttingDown);
+  }
+
+  /** Cut the socket without a closing handshake (the end of a hub shutdown). */
+  terminate(): void {
+    this.ws.terminate();
   }
 
   private onClose(): void {

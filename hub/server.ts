@@ -12,13 +12,13 @@ import { silentLogger, type Logger } from '../shared/log.ts';
 import { VERSION } from '../shared/version.ts';
 import { AdminServer } from './admin.ts';
 import { HubOptionsSchema, type HubOptions, type HubOptionsInput } from './config.ts';
-import { AuthFailureLimiter, TokenConnections } from './admission.ts';
+import { AuthFailureLimiter, TokenConnections, type ConnectionToken } from './admission.ts';
 import { GroupCommitter } from './commit.ts';
 import { Connection, type ConnectionDeps } from './connection.ts';
 import { ProjectChannel } from './fanout.ts';
 import { createMetrics, type HubMetrics, type ProjectFigures } from './metrics.ts';
 import { StatusBoard, type DeviceStatus } from './status.ts';
-import type { EventStore, Role } from './store/event-store.ts';
+import type { EventStore } from './store/event-store.ts';
 import { Retention } from './retention.ts';
 import { authenticate, tokenIdOf } from './tokens.ts';
 
@@ -77,6 +77,8 @@ export class Hub {
   private readonly admin: AdminServer | null;
   /** What every Connection is given: one object for all of them. */
   private readonly connectionDeps: ConnectionDeps;
+  /** Set while close() waits for the last socket to close. */
+  private onAllClosed: (() => void) | null = null;
 
   constructor(
     readonly store: EventStore,
@@ -127,6 +129,7 @@ export class Hub {
         this.connections.delete(conn);
         this.metrics.connections.dec();
         this.tokenConnections.release(conn.token.id);
+        if (this.connections.size === 0) this.onAllClosed?.();
       },
     };
     // The server accepts frames up to twice the limit so that a frame just over it
@@ -136,6 +139,8 @@ export class Hub {
       maxPayload: this.options.maxFrameBytes * 2,
       // A browser offers `synchub.v1` and `synchub.bearer.<token>`: select the first, never echo the token.
       handleProtocols: (protocols) => (protocols.has(SUBPROTOCOL) ? SUBPROTOCOL : false),
+      // `connections` holds every socket already; ws's own set would add a close listener per socket.
+      clientTracking: false,
     });
     const handle = (req: IncomingMessage, res: ServerResponse) =>
       this.onRequest(req, res).catch((err: unknown) => {
@@ -383,10 +388,8 @@ export class Hub {
     }
     if (!auth.ok) return refuse(auth.status, auth.reason);
     if (this.stopping) return refuse(503, 'hub is shutting down');
-    const token = { id: auth.token.id, role: auth.token.role };
-    if (!this.tokenConnections.admit(token.id, this.options.maxConnectionsPerToken)) {
-      return refuse(429, `this token has ${this.options.maxConnectionsPerToken} connections open already`);
-    }
+    const token = this.tokenConnections.admit(auth.token, this.options.maxConnectionsPerToken);
+    if (!token) return refuse(429, `this token has ${this.options.maxConnectionsPerToken} connections open already`);
     this.accept(req, socket, head, project, token);
   }
 
@@ -394,13 +397,15 @@ export class Hub {
    * Hand an admitted socket to `ws`, then to a Connection. Nothing of the upgrade stays referenced
    * once it is done (no closure of onUpgrade outlives it): an open socket does not keep its request.
    */
-  private accept(req: IncomingMessage, socket: Duplex, head: Buffer, project: string, token: { id: string; role: Role }): void {
+  private accept(req: IncomingMessage, socket: Duplex, head: Buffer, project: string, token: ConnectionToken): void {
     // The token's slot is released once: by the socket's close while the upgrade is under way (or if
     // `ws` aborts it), by the Connection's close (connectionDeps.closed) once it exists.
     const release = () => this.tokenConnections.release(token.id);
     socket.once('close', release);
     this.wss.handleUpgrade(req, socket, head, (ws) => {
       socket.removeListener('close', release);
+      // From here `ws` destroys the socket on an error (its own listener).
+      socket.removeListener('error', destroyOnError);
       const conn = new Connection(ws, socket, project, token, this.connectionDeps);
       this.connections.add(conn);
       this.metrics.connections.inc();
@@ -423,11 +428,12 @@ export class Hub {
     await this.committer.drain();
     // Acks are queued on the sockets; close() sends them before the close frame.
     for (const c of this.connections) c.shutdown();
+    // Every closing handshake, for 2 s at most; then the sockets still open are cut.
     await Promise.race([
-      Promise.all([...this.wss.clients].map((ws) => new Promise((r) => ws.once('close', r)))),
+      new Promise<void>((r) => (this.connections.size === 0 ? r() : (this.onAllClosed = r))),
       new Promise((r) => setTimeout(r, 2000).unref()),
     ]);
-    for (const ws of this.wss.clients) ws.terminate();
+    for (const c of this.connections) c.terminate();
     this.http.closeAllConnections?.();
     await httpClosed;
     await this.store.close();
