@@ -11,7 +11,7 @@ import { ClientFrame, parseFrame, type HelloFrame, type PushFrame, type Rejectio
 import type { ConnectionToken } from './admission.ts';
 import type { HubOptions } from './config.ts';
 import { buildFrame, type Frame, type ProjectChannel, type Subscriber } from './fanout.ts';
-import { FlowControl, type Wire } from './flow-control.ts';
+import { FlowControl } from './flow-control.ts';
 import { PushCancelled, type GroupCommitter } from './commit.ts';
 import type { HubMetrics } from './metrics.ts';
 import type { EventStore, SnapshotReader } from './store/event-store.ts';
@@ -54,17 +54,6 @@ export interface ConnectionDeps {
 const CONN = Symbol('synchub.connection');
 type Owned = { [CONN]: Connection };
 
-/** Where FlowControl's bytes go: this socket's `ws`. */
-class SocketWire implements Wire {
-  constructor(private readonly ws: WebSocket) {}
-  send(data: Buffer | string, fin: boolean, done?: () => void): void {
-    this.ws.send(data, { binary: false, fin }, done);
-  }
-  ping(payload: Buffer): void {
-    this.ws.ping(payload);
-  }
-}
-
 export class Connection implements Subscriber {
   state: ConnState = ConnState.AwaitingHello;
   deviceId = '';
@@ -78,7 +67,6 @@ export class Connection implements Subscriber {
   /** Held back by the flow window or the high-water mark: waiting for the device to read. */
   private blocked = false;
   private readonly flow: FlowControl;
-  private readonly wire: Wire;
   /** Bytes per event in the last backlog frame: how many events to read for a frame of a given size. */
   private eventBytes = 512;
   /** Set by the ping sweep; cleared by a pong. */
@@ -112,7 +100,6 @@ export class Connection implements Subscriber {
     private readonly deps: ConnectionDeps,
   ) {
     this.flow = new FlowControl(deps.options.maxFrameBytes, deps.options.highWaterBytes);
-    this.wire = new SocketWire(ws);
     (ws as WebSocket & Owned)[CONN] = this;
     (socket as Duplex & Owned)[CONN] = this;
     socket.on('data', Connection.onData);
@@ -136,7 +123,7 @@ export class Connection implements Subscriber {
   private static onPong(this: WebSocket, data: Buffer): void {
     const conn = (this as WebSocket & Owned)[CONN];
     conn.awaitingPong = false;
-    if (conn.flow.onPong(data, conn.wire, performance.now())) conn.unblock();
+    if (conn.flow.onPong(data, conn.ws, performance.now())) conn.unblock();
   }
 
   /**
@@ -417,7 +404,7 @@ export class Connection implements Subscriber {
   /** The device is as far behind as it may be: wait until it reads (checkStall closes it if it never does). */
   private block(): void {
     this.blocked = true;
-    this.flow.hold(this.wire, performance.now());
+    this.flow.hold(this.ws, performance.now());
   }
 
   /** Resume once the device has read enough and the socket's buffer is down to half the mark. */
@@ -441,7 +428,7 @@ export class Connection implements Subscriber {
     if (this.isClosed()) return;
     this.deps.metrics.framesSent.inc();
     // The callback runs once the message is handed to the kernel: one way to resume a blocked stream.
-    this.flow.transmit(data, this.wire, performance.now(), () => this.unblock());
+    this.flow.transmit(data, this.ws, performance.now(), () => this.unblock());
   }
 
   /** Send an error frame and close. `terminate` skips the closing handshake (the peer is not reading). */
