@@ -1,6 +1,7 @@
 // Who may open a socket, decided before one exists: caps on connections (in total and per token)
 // and on failed authentications per remote address. Every refusal is an HTTP status (429 for a
 // limit), so a flood of upgrades costs the hub a header parse each, never a socket.
+import type { Role } from './store/event-store.ts';
 
 /** Failed authentications per address within a sliding minute; past the limit, refused at once. */
 export class AuthFailureLimiter {
@@ -47,21 +48,31 @@ export class AuthFailureLimiter {
   }
 }
 
-/** Open connections per token, counted from the moment one is admitted. */
-export class TokenConnections {
-  private readonly counts = new Map<string, number>();
+/** What a connection keeps of its token: the id (device binding, revocation) and the role. */
+export interface ConnectionToken {
+  readonly id: string;
+  readonly role: Role;
+}
 
-  /** Count one more for `tokenId` unless it is at `max`; false when refused. */
-  admit(tokenId: string, max: number): boolean {
-    const n = this.counts.get(tokenId) ?? 0;
-    if (n >= max) return false;
-    this.counts.set(tokenId, n + 1);
-    return true;
+/**
+ * Open connections per token, counted from the moment one is admitted. The token's sockets share
+ * one record of it (an id and a role per socket would be read from the store for each one).
+ */
+export class TokenConnections {
+  private readonly open = new Map<string, { token: ConnectionToken; count: number }>();
+
+  /** Count one more for the token unless it is at `max`: its shared record, or null when refused. */
+  admit(token: ConnectionToken, max: number): ConnectionToken | null {
+    const entry = this.open.get(token.id) ?? { token: { id: token.id, role: token.role }, count: 0 };
+    if (entry.count >= max) return null;
+    entry.count++;
+    this.open.set(token.id, entry);
+    return entry.token;
   }
 
   release(tokenId: string): void {
-    const n = (this.counts.get(tokenId) ?? 1) - 1;
-    if (n <= 0) this.counts.delete(tokenId);
-    else this.counts.set(tokenId, n);
+    const entry = this.open.get(tokenId);
+    if (!entry) return;
+    if (--entry.count <= 0) this.open.delete(tokenId);
   }
 }

@@ -8,12 +8,13 @@ import { CloseCode, ErrorCode, RejectReason } from '../shared/errors.ts';
 import { PROTOCOL_VERSION } from '../shared/limits.ts';
 import type { Logger } from '../shared/log.ts';
 import { ClientFrame, parseFrame, type HelloFrame, type PushFrame, type Rejection, type Ack } from '../shared/protocol.ts';
+import type { ConnectionToken } from './admission.ts';
 import type { HubOptions } from './config.ts';
 import { buildFrame, type Frame, type ProjectChannel, type Subscriber } from './fanout.ts';
-import { FlowControl, type Wire } from './flow-control.ts';
+import { FlowControl } from './flow-control.ts';
 import { PushCancelled, type GroupCommitter } from './commit.ts';
 import type { HubMetrics } from './metrics.ts';
-import type { EventStore, Role, SnapshotReader } from './store/event-store.ts';
+import type { EventStore, SnapshotReader } from './store/event-store.ts';
 import type { PushEvent } from '../shared/event.ts';
 import { EventBucket } from './rate-limit.ts';
 import { decideResume } from './resume-check.ts';
@@ -41,7 +42,17 @@ export interface ConnectionDeps {
   stopping: () => boolean;
   /** A connection is being closed with an error frame (for the dashboard's recent errors). */
   onError?: (e: { code: string; message: string; project: string; deviceId: string }) => void;
+  /** The socket has closed (after the connection's own clean-up): the hub forgets it. */
+  closed?: (conn: Connection) => void;
 }
+
+/**
+ * Every socket's listeners are the same few functions, not closures per socket: with tens of
+ * thousands of idle sockets, a closure per event and socket costs more than the rest of the
+ * connection. `this` is the emitter; its connection is found under this key.
+ */
+const CONN = Symbol('synchub.connection');
+type Owned = { [CONN]: Connection };
 
 export class Connection implements Subscriber {
   state: ConnState = ConnState.AwaitingHello;
@@ -56,23 +67,25 @@ export class Connection implements Subscriber {
   /** Held back by the flow window or the high-water mark: waiting for the device to read. */
   private blocked = false;
   private readonly flow: FlowControl;
-  private readonly wire: Wire;
   /** Bytes per event in the last backlog frame: how many events to read for a frame of a given size. */
   private eventBytes = 512;
   /** Set by the ping sweep; cleared by a pong. */
   awaitingPong = false;
-  private log: Logger;
-  private early: { push: PushFrame; bytes: number }[] = [];
-  private readonly bucket: EventBucket;
+  /** Log lines carry the device id from here on (hello accepted). */
+  private logDevice = false;
+  /** Pushes that arrived between hello and welcome (made on the first). */
+  private early: { push: PushFrame; bytes: number }[] | null = null;
+  /** Made on the first push: a socket that only reads never needs one. */
+  private bucket: EventBucket | null = null;
   /** Set while over the events/s rate: reading waits for it. */
   private resumeTimer: NodeJS.Timeout | null = null;
   /** Bytes of this socket's pushes read but not yet answered (waiting for hello, or for their commit). */
   private pendingBytes = 0;
   private readPaused = false;
-  private helloTimer: NodeJS.Timeout;
-  /** For the admin listener's status. */
-  readonly connectedSince = new Date().toISOString();
-  readonly address: string;
+  /** Until hello (then dropped, with what it holds). */
+  private helloTimer: NodeJS.Timeout | null;
+  /** For the admin listener's status (connectedSince), as a number until asked for. */
+  private readonly connectedAt = Date.now();
 
   constructor(
     private readonly ws: WebSocket,
@@ -83,34 +96,72 @@ export class Connection implements Subscriber {
     private readonly socket: Duplex,
     readonly project: string,
     /** The token this socket was opened with: its role, and its id (device binding, revocation). */
-    readonly token: { id: string; role: Role },
+    readonly token: ConnectionToken,
     private readonly deps: ConnectionDeps,
   ) {
-    this.log = deps.log.child({ project });
-    const remote = socket as Duplex & { remoteAddress?: string; remotePort?: number };
-    this.address = remote.remoteAddress?.includes(':') ? `[${remote.remoteAddress}]:${remote.remotePort}` : `${remote.remoteAddress}:${remote.remotePort}`;
     this.flow = new FlowControl(deps.options.maxFrameBytes, deps.options.highWaterBytes);
-    const { maxEventsPerSecond, maxBatchEvents, floodMs } = deps.options;
-    this.bucket = new EventBucket(maxEventsPerSecond, Math.max(maxEventsPerSecond, maxBatchEvents), floodMs, performance.now());
-    this.wire = {
-      send: (data, fin, done) => ws.send(data, { binary: false, fin }, done),
-      ping: (payload) => ws.ping(payload),
-    };
-    socket.on('data', (chunk: Buffer) => this.flow.heard(chunk.length, performance.now()));
-    ws.on('message', (data, isBinary) => this.onMessage(data, isBinary));
-    ws.on('pong', (data) => {
-      this.awaitingPong = false;
-      if (this.flow.onPong(data, this.wire, performance.now())) this.unblock();
-    });
-    // Any frame from the device proves it alive, as a pong does: a slow reader's pong waits behind
-    // the stream it is still reading, while its own pings and pushes get through.
-    ws.on('ping', () => (this.awaitingPong = false));
-    ws.on('close', () => this.onClose());
-    ws.on('error', (err) => this.log.debug({ err: err.message }, 'socket error'));
+    (ws as WebSocket & Owned)[CONN] = this;
+    (socket as Duplex & Owned)[CONN] = this;
+    socket.on('data', Connection.onData);
+    ws.on('message', Connection.onWsMessage);
+    ws.on('pong', Connection.onPong);
+    ws.on('ping', Connection.onPing);
+    ws.on('close', Connection.onWsClose);
+    ws.on('error', Connection.onWsError);
     // A socket that never says hello holds a file descriptor for nothing.
-    this.helloTimer = setTimeout(() => {
-      if (this.state === ConnState.AwaitingHello) this.fail(ErrorCode.HelloRequired, 'no hello received in time');
-    }, deps.options.helloTimeoutMs);
+    this.helloTimer = setTimeout(Connection.onHelloTimeout, deps.options.helloTimeoutMs, this);
+  }
+
+  private static onData(this: Duplex, chunk: Buffer): void {
+    (this as Duplex & Owned)[CONN].flow.heard(chunk.length, performance.now());
+  }
+
+  private static onWsMessage(this: WebSocket, data: RawData, isBinary: boolean): void {
+    (this as WebSocket & Owned)[CONN].onMessage(data, isBinary);
+  }
+
+  private static onPong(this: WebSocket, data: Buffer): void {
+    const conn = (this as WebSocket & Owned)[CONN];
+    conn.awaitingPong = false;
+    if (conn.flow.onPong(data, conn.ws, performance.now())) conn.unblock();
+  }
+
+  /**
+   * Any frame from the device proves it alive, as a pong does: a slow reader's pong waits behind
+   * the stream it is still reading, while its own pings and pushes get through.
+   */
+  private static onPing(this: WebSocket): void {
+    (this as WebSocket & Owned)[CONN].awaitingPong = false;
+  }
+
+  private static onWsClose(this: WebSocket): void {
+    (this as WebSocket & Owned)[CONN].onClose();
+  }
+
+  private static onWsError(this: WebSocket, err: Error): void {
+    (this as WebSocket & Owned)[CONN].log.debug({ err: err.message }, 'socket error');
+  }
+
+  private static onHelloTimeout(conn: Connection): void {
+    if (conn.state === ConnState.AwaitingHello) conn.fail(ErrorCode.HelloRequired, 'no hello received in time');
+  }
+
+  /**
+   * This connection's logger: lines carry the project, and the device id once hello is accepted.
+   * Made per line rather than kept per socket (a line per connection event; an idle socket logs nothing).
+   */
+  private get log(): Logger {
+    return this.deps.log.child(this.logDevice ? { project: this.project, deviceId: this.deviceId } : { project: this.project });
+  }
+
+  /** For the admin listener's status: the device's address and port. */
+  get address(): string {
+    const remote = this.socket as Duplex & { remoteAddress?: string; remotePort?: number };
+    return remote.remoteAddress?.includes(':') ? `[${remote.remoteAddress}]:${remote.remotePort}` : `${remote.remoteAddress}:${remote.remotePort}`;
+  }
+
+  get connectedSince(): string {
+    return new Date(this.connectedAt).toISOString();
   }
 
   private onMessage(data: RawData, isBinary: boolean): void {
@@ -130,7 +181,7 @@ export class Connection implements Subscriber {
     } else {
       if (this.state === ConnState.AwaitingHello) return this.fail(ErrorCode.HelloRequired, 'the first frame must be hello');
       this.hold(bytes);
-      if (this.state === ConnState.Greeting) this.early.push({ push: frame, bytes });
+      if (this.state === ConnState.Greeting) (this.early ??= []).push({ push: frame, bytes });
       else this.onPush(frame, bytes);
     }
   }
@@ -139,7 +190,8 @@ export class Connection implements Subscriber {
     if (hello.protocol !== PROTOCOL_VERSION) {
       return this.fail(ErrorCode.UnsupportedProtocol, `protocol ${hello.protocol} is not supported; this hub speaks ${PROTOCOL_VERSION}`);
     }
-    clearTimeout(this.helloTimer);
+    clearTimeout(this.helloTimer!);
+    this.helloTimer = null;
     this.state = ConnState.Greeting;
     this.deviceId = hello.deviceId;
     // Device ids are visible in the stream: without this, any member could push under another
@@ -157,7 +209,7 @@ export class Connection implements Subscriber {
     if (this.isClosed()) return;
     if (decision.kind === 'refuse') return this.fail(decision.code, decision.message);
     this.state = ConnState.Streaming;
-    this.log = this.log.child({ deviceId: hello.deviceId });
+    this.logDevice = true;
     this.cursor = hello.afterSeq;
     if (decision.kind === 'snapshot') {
       // Opened before any early push of this device is committed: its pushes all land after the snapshot.
@@ -174,7 +226,9 @@ export class Connection implements Subscriber {
     const headSeq = Math.max(head, channel.head);
     this.send(JSON.stringify({ type: 'welcome', project: this.project, deviceId: hello.deviceId, headSeq }));
     this.log.info({ afterSeq: hello.afterSeq, headSeq }, 'device connected');
-    for (const { push, bytes } of this.early.splice(0)) this.onPush(push, bytes);
+    const early = this.early ?? [];
+    this.early = null;
+    for (const { push, bytes } of early) this.onPush(push, bytes);
     this.wake();
   }
 
@@ -226,7 +280,13 @@ export class Connection implements Subscriber {
 
   /** Over its events/s: stop reading this socket until the bucket refills (or close a client that keeps at it). */
   private limitRate(events: number): void {
-    const waitMs = this.bucket.take(events, performance.now());
+    const now = performance.now();
+    // Made full on the first push, as one made with the socket would be by then.
+    if (!this.bucket) {
+      const { maxEventsPerSecond, maxBatchEvents, floodMs } = this.deps.options;
+      this.bucket = new EventBucket(maxEventsPerSecond, Math.max(maxEventsPerSecond, maxBatchEvents), floodMs, now);
+    }
+    const waitMs = this.bucket.take(events, now);
     if (waitMs === 0) return;
     this.deps.metrics.rateLimited.inc();
     if (waitMs < 0) {
@@ -344,7 +404,7 @@ export class Connection implements Subscriber {
   /** The device is as far behind as it may be: wait until it reads (checkStall closes it if it never does). */
   private block(): void {
     this.blocked = true;
-    this.flow.hold(this.wire, performance.now());
+    this.flow.hold(this.ws, performance.now());
   }
 
   /** Resume once the device has read enough and the socket's buffer is down to half the mark. */
@@ -368,7 +428,7 @@ export class Connection implements Subscriber {
     if (this.isClosed()) return;
     this.deps.metrics.framesSent.inc();
     // The callback runs once the message is handed to the kernel: one way to resume a blocked stream.
-    this.flow.transmit(data, this.wire, performance.now(), () => this.unblock());
+    this.flow.transmit(data, this.ws, performance.now(), () => this.unblock());
   }
 
   /** Send an error frame and close. `terminate` skips the closing handshake (the peer is not reading). */
@@ -396,9 +456,15 @@ export class Connection implements Subscriber {
     this.ws.close(CloseCode.GoingAway, ErrorCode.ShuttingDown);
   }
 
+  /** Cut the socket without a closing handshake (the end of a hub shutdown). */
+  terminate(): void {
+    this.ws.terminate();
+  }
+
   private onClose(): void {
     if (this.state !== ConnState.Closed) this.log.info('device disconnected');
     this.detach();
+    this.deps.closed?.(this);
   }
 
   private closeSnapshot(): void {
@@ -414,7 +480,8 @@ export class Connection implements Subscriber {
     // connection are ignored), and the closing handshake needs it.
     this.updateReading();
     this.channel?.subscribers.delete(this);
-    clearTimeout(this.helloTimer);
+    if (this.helloTimer) clearTimeout(this.helloTimer);
+    this.helloTimer = null;
   }
 
   private isClosed(): boolean {

@@ -15,12 +15,19 @@
 //     still shows progress every fraction of a second of reading.
 // A fast reader costs a probe a second; a send costs a few comparisons.
 
-/** Where the bytes go: `ws` in the hub, a recorder in tests. */
+/**
+ * Where the bytes go: the socket's `ws` itself in the hub (these are the calls of its API used
+ * here), a recorder in tests.
+ */
 export interface Wire {
-  /** Send a message, or a fragment of one (`fin` false: more of the same message follows). */
-  send(data: Buffer | string, fin: boolean, done?: () => void): void;
+  /** Send a text message, or a fragment of one (`fin` false: more of the same message follows). */
+  send(data: Buffer | string, options: { binary: false; fin: boolean }, done?: () => void): void;
   ping(payload: Buffer): void;
 }
+
+/** The options of a fragment and of a message's last (or only) part. */
+const MORE = { binary: false, fin: false } as const;
+const LAST = { binary: false, fin: true } as const;
 
 /**
  * First frame size: small, so a slow reader soon has a whole one. Until a read rate is measured,
@@ -150,13 +157,13 @@ export class FlowControl {
     if (typeof data !== 'string') {
       while (this.sent + size - at > this.nextProbe && this.unanswered < MAX_UNANSWERED) {
         const n = Math.max(0, this.nextProbe - this.sent);
-        if (n > 0) wire.send(data.subarray(at, at + n), false);
+        if (n > 0) wire.send(data.subarray(at, at + n), MORE);
         at += n;
         this.sent += n;
         this.probe(wire, now);
       }
     }
-    wire.send(at === 0 ? data : (data as Buffer).subarray(at), true, done);
+    wire.send(at === 0 ? data : (data as Buffer).subarray(at), LAST, done);
     this.sent += size - at;
     const due = this.sent >= this.nextProbe || now - this.probeAt >= PROBE_INTERVAL_MS;
     if (due && this.unanswered < MAX_UNANSWERED) this.probe(wire, now);

@@ -12,9 +12,9 @@ import { silentLogger, type Logger } from '../shared/log.ts';
 import { VERSION } from '../shared/version.ts';
 import { AdminServer } from './admin.ts';
 import { HubOptionsSchema, type HubOptions, type HubOptionsInput } from './config.ts';
-import { AuthFailureLimiter, TokenConnections } from './admission.ts';
+import { AuthFailureLimiter, TokenConnections, type ConnectionToken } from './admission.ts';
 import { GroupCommitter } from './commit.ts';
-import { Connection } from './connection.ts';
+import { Connection, type ConnectionDeps } from './connection.ts';
 import { ProjectChannel } from './fanout.ts';
 import { createMetrics, type HubMetrics, type ProjectFigures } from './metrics.ts';
 import { StatusBoard, type DeviceStatus } from './status.ts';
@@ -37,6 +37,11 @@ function bearerFromSubprotocols(header: string | undefined): string | undefined 
   if (!offered.includes(SUBPROTOCOL)) return undefined;
   const bearer = offered.find((p) => p.startsWith(BEARER_PROTOCOL));
   return bearer && `Bearer ${bearer.slice(BEARER_PROTOCOL.length)}`;
+}
+
+/** An upgrading socket's error listener, one function for all (a closure would keep the whole upgrade, request included). */
+function destroyOnError(this: Duplex): void {
+  this.destroy();
 }
 
 const STATUS_TEXT: Record<number, string> = { 401: 'Unauthorized', 403: 'Forbidden', 404: 'Not Found', 429: 'Too Many Requests', 503: 'Service Unavailable' };
@@ -73,6 +78,10 @@ export class Hub {
   readonly failed: Promise<Error>;
   private readonly board: StatusBoard;
   private readonly admin: AdminServer | null;
+  /** What every Connection is given: one object for all of them. */
+  private readonly connectionDeps: ConnectionDeps;
+  /** Set while close() waits for the last socket to close. */
+  private onAllClosed: (() => void) | null = null;
 
   constructor(
     readonly store: EventStore,
@@ -119,6 +128,22 @@ export class Hub {
       // connection awaited it before its first push.
       for (const [project, events] of committed) this.channels.get(project)?.publish(events);
     });
+    this.connectionDeps = {
+      options: this.options,
+      store,
+      committer: this.committer,
+      metrics: this.metrics,
+      log,
+      channel: (p) => this.channel(p),
+      stopping: () => this.stopping,
+      onError: (e) => this.board.recordError(e),
+      closed: (conn) => {
+        this.connections.delete(conn);
+        this.metrics.connections.dec();
+        this.tokenConnections.release(conn.token.id);
+        if (this.connections.size === 0) this.onAllClosed?.();
+      },
+    };
     // The server accepts frames up to twice the limit so that a frame just over it
     // gets a clear `frame_too_large` error; past that ws closes with 1009 unread.
     this.wss = new WebSocketServer({
@@ -126,6 +151,8 @@ export class Hub {
       maxPayload: this.options.maxFrameBytes * 2,
       // A browser offers `synchub.v1` and `synchub.bearer.<token>`: select the first, never echo the token.
       handleProtocols: (protocols) => (protocols.has(SUBPROTOCOL) ? SUBPROTOCOL : false),
+      // `connections` holds every socket already; ws's own set would add a close listener per socket.
+      clientTracking: false,
     });
     const handle = (req: IncomingMessage, res: ServerResponse) =>
       this.onRequest(req, res).catch((err: unknown) => {
@@ -331,7 +358,7 @@ export class Hub {
   }
 
   private async onUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): Promise<void> {
-    socket.on('error', () => socket.destroy());
+    socket.on('error', destroyOnError);
     const address = req.socket.remoteAddress ?? 'unknown';
     // The credential: the Authorization header, or a browser's subprotocol offer.
     const credential = req.headers.authorization ?? bearerFromSubprotocols(req.headers['sec-websocket-protocol']);
@@ -373,35 +400,27 @@ export class Hub {
     }
     if (!auth.ok) return refuse(auth.status, auth.reason);
     if (this.stopping) return refuse(503, 'hub is shutting down');
-    const token = auth.token;
-    if (!this.tokenConnections.admit(token.id, this.options.maxConnectionsPerToken)) {
-      return refuse(429, `this token has ${this.options.maxConnectionsPerToken} connections open already`);
-    }
-    // Released once: when the socket closes, or if the upgrade never completes.
-    let released = false;
-    const release = () => {
-      if (!released) this.tokenConnections.release(token.id);
-      released = true;
-    };
+    const token = this.tokenConnections.admit(auth.token, this.options.maxConnectionsPerToken);
+    if (!token) return refuse(429, `this token has ${this.options.maxConnectionsPerToken} connections open already`);
+    this.accept(req, socket, head, project, token);
+  }
+
+  /**
+   * Hand an admitted socket to `ws`, then to a Connection. Nothing of the upgrade stays referenced
+   * once it is done (no closure of onUpgrade outlives it): an open socket does not keep its request.
+   */
+  private accept(req: IncomingMessage, socket: Duplex, head: Buffer, project: string, token: ConnectionToken): void {
+    // The token's slot is released once: by the socket's close while the upgrade is under way (or if
+    // `ws` aborts it), by the Connection's close (connectionDeps.closed) once it exists.
+    const release = () => this.tokenConnections.release(token.id);
     socket.once('close', release);
     this.wss.handleUpgrade(req, socket, head, (ws) => {
-      const conn = new Connection(ws, socket, project, { id: auth.token.id, role: auth.token.role }, {
-        options: this.options,
-        store: this.store,
-        committer: this.committer,
-        metrics: this.metrics,
-        log: this.log,
-        channel: (p) => this.channel(p),
-        stopping: () => this.stopping,
-        onError: (e) => this.board.recordError(e),
-      });
+      socket.removeListener('close', release);
+      // From here `ws` destroys the socket on an error (its own listener).
+      socket.removeListener('error', destroyOnError);
+      const conn = new Connection(ws, socket, project, token, this.connectionDeps);
       this.connections.add(conn);
       this.metrics.connections.inc();
-      ws.on('close', () => {
-        this.connections.delete(conn);
-        this.metrics.connections.dec();
-        release();
-      });
     });
   }
 
@@ -425,11 +444,12 @@ export class Hub {
     await this.committer.drain();
     // Acks are queued on the sockets; close() sends them before the close frame.
     for (const c of this.connections) c.shutdown();
+    // Every closing handshake, for 2 s at most; then the sockets still open are cut.
     await Promise.race([
-      Promise.all([...this.wss.clients].map((ws) => new Promise((r) => ws.once('close', r)))),
+      new Promise<void>((r) => (this.connections.size === 0 ? r() : (this.onAllClosed = r))),
       new Promise((r) => setTimeout(r, 2000).unref()),
     ]);
-    for (const ws of this.wss.clients) ws.terminate();
+    for (const c of this.connections) c.terminate();
     this.http.closeAllConnections?.();
     await httpClosed;
     await this.store.close();

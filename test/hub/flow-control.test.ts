@@ -58,7 +58,7 @@ class SimLink implements Wire {
     if (!this.blocked) this.pump();
   }
 
-  send(data: Buffer | string, fin: boolean): void {
+  send(data: Buffer | string, { fin }: { fin: boolean }): void {
     const bytes = typeof data === 'string' ? Buffer.byteLength(data) : data.length;
     this.queue.push({ kind: 'data', bytes, fin });
     this.sent += bytes;
@@ -246,7 +246,7 @@ describe('flow control', () => {
   it('splits a large frame with probes between fragments, and ignores pongs that prove nothing', () => {
     const parts: { data: Buffer; fin: boolean }[] = [];
     const pings: Buffer[] = [];
-    const wire: Wire = { send: (data, fin) => parts.push({ data: data as Buffer, fin }), ping: (p) => pings.push(p) };
+    const wire: Wire = { send: (data, { fin }) => parts.push({ data: data as Buffer, fin }), ping: (p) => pings.push(p) };
     const flow = new FlowControl(MAX_FRAME, HIGH_WATER);
     const frame = Buffer.from('x'.repeat(16 * 1024));
     let done = 0;
@@ -279,7 +279,7 @@ describe('flow control', () => {
       const pending: Buffer[] = [];
       let maxPending = 0;
       const wire: Wire = {
-        send: (data, fin) => {
+        send: (data, { fin }) => {
           const b = Buffer.from(data);
           if (b.length === 0) emptyFragments++;
           open.push(b);
