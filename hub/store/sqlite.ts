@@ -88,6 +88,7 @@ export class SqliteEventStore implements EventStore {
         'SELECT head_seq AS headSeq, head_digest AS headDigest, base_seq AS baseSeq, base_digest AS baseDigest FROM projects WHERE name = ?',
       ),
       digestAt: this.db.prepare('SELECT digest FROM events WHERE project = ? AND server_seq = ?').pluck(),
+      findToken: this.db.prepare('SELECT * FROM tokens WHERE id = ?'),
       readAfter: this.db.prepare(
         'SELECT server_seq AS seq, body AS json, digest FROM events WHERE project = ? AND server_seq > ? ORDER BY server_seq LIMIT ?',
       ),
@@ -181,7 +182,7 @@ export class SqliteEventStore implements EventStore {
   }
 
   async findToken(id: string): Promise<TokenRecord | undefined> {
-    const row = this.db.prepare('SELECT * FROM tokens WHERE id = ?').get(id) as TokenRow | undefined;
+    const row = this.stmt.findToken.get(id) as TokenRow | undefined;
     return row && toToken(row);
   }
 
