@@ -48,7 +48,7 @@ CREATE TABLE devices (
     // unique, in commit order) its project, dedup key and JSON after the seq (serializeEventRest).
     // It returns per event the seq and whether it was stored now (false: the seq stored under its
     // key before). Raises SQLSTATE SH404, the project in DETAIL, for a project that does not exist.
-    // The steps and their SQL are those the store used to send one by one inside BEGIN/COMMIT.
+    // Its steps are those the store used to send one by one inside BEGIN/COMMIT (7 round trips).
     //
     // Not one statement of data-modifying CTEs: all of a statement shares one snapshot, taken
     // before the row lock is granted, so the dedup lookup would miss the keys that the commit it
