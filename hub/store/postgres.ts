@@ -4,18 +4,22 @@
 // UPDATE), so commits of one project are serialised across nodes: commit order is seq order and
 // no reader on any node sees seq N+1 before N. The same transaction sends a NOTIFY per project
 // with its new head; every node LISTENs on a connection of its own and fans out from the store.
+// That transaction is one call of the server-side function synchub_append (postgres-schema.ts):
+// one round trip per group commit.
 import pg from 'pg';
 import { SyncError } from '../../shared/errors.ts';
 import type { Logger } from '../../shared/log.ts';
 import { silentLogger } from '../../shared/log.ts';
 import type { AppendGroup, AppendOutcome, CommitWatcher, EventStore, Role, StoredEvent, TokenRecord } from './event-store.ts';
 import { migrate } from './postgres-schema.ts';
-import { serializeEvent } from './serialize.ts';
+import { EVENT_JSON_HEAD, serializeEventRest } from './serialize.ts';
 
 /** The NOTIFY channel; a payload is `<head>:<project>`. */
 const CHANNEL = 'synchub_commits';
 /** Reconnect delays of the LISTEN connection. */
 const LISTEN_RETRY_MS = [100, 250, 500, 1000, 2000, 5000];
+/** The SQLSTATE synchub_append raises for a project that does not exist (its name in DETAIL). */
+const UNKNOWN_PROJECT = 'SH404';
 
 type TokenRow = { id: string; project: string; role: Role; hash: string; created_at: string; revoked_at: string | null };
 
@@ -80,89 +84,54 @@ export class PostgresEventStore implements EventStore {
     };
   }
 
+  /**
+   * One statement, one round trip: synchub_append (postgres-schema.ts, migration 3) locks the
+   * projects, looks up the dedup keys, inserts, moves the heads and sends the NOTIFY; run in
+   * autocommit, the statement is its own transaction, and the query resolves only once its COMMIT
+   * has answered (after the WAL flush). An error, or a commit that fails, stores nothing.
+   */
   async append(groups: AppendGroup[], serverTimestamp: string): Promise<AppendOutcome[][]> {
-    const { client, done } = await this.checkout();
-    try {
-      await client.query('BEGIN');
-      const out = await this.appendIn(client, groups, serverTimestamp);
-      await client.query('COMMIT');
-      return out;
-    } catch (err) {
-      await client.query('ROLLBACK').catch(() => {});
-      throw err;
-    } finally {
-      done();
-    }
-  }
-
-  private async appendIn(client: pg.PoolClient, groups: AppendGroup[], serverTimestamp: string): Promise<AppendOutcome[][]> {
-    // Lock the projects' rows in name order: two nodes committing to the same projects never deadlock.
-    const names = [...new Set(groups.map((g) => g.project))].sort();
-    const locked = await client.query<{ name: string; head_seq: string }>(
-      'SELECT name, head_seq FROM projects WHERE name = ANY($1::text[]) ORDER BY name FOR UPDATE',
-      [names],
-    );
-    const heads = new Map(locked.rows.map((r) => [r.name, Number(r.head_seq)]));
-    const missing = names.find((n) => !heads.has(n));
-    if (missing) throw new SyncError('unknown_project', `project ${missing} does not exist`);
-
-    // Dedup keys already stored (under the lock nobody can add one meanwhile).
-    const keys = { project: [] as string[], device: [] as string[], session: [] as string[], action: [] as number[] };
-    for (const g of groups) {
-      for (const e of g.events) {
-        keys.project.push(g.project);
-        keys.device.push(g.deviceId);
-        keys.session.push(e.sessionId);
-        keys.action.push(e.clientActionId);
-      }
-    }
-    const found = await client.query<{ project: string; device_id: string; session_id: string; client_action_id: string; server_seq: string }>(
-      `SELECT e.project, e.device_id, e.session_id, e.client_action_id, e.server_seq
-         FROM events e
-         JOIN unnest($1::text[], $2::text[], $3::text[], $4::bigint[]) AS k(project, device_id, session_id, client_action_id)
-           ON e.project = k.project AND e.device_id = k.device_id AND e.session_id = k.session_id AND e.client_action_id = k.client_action_id`,
-      [keys.project, keys.device, keys.session, keys.action],
-    );
-    const known = new Map<string, number>();
-    for (const r of found.rows) known.set(dedupKey(r.project, r.device_id, r.session_id, Number(r.client_action_id)), Number(r.server_seq));
-
-    const rows = { project: [] as string[], seq: [] as number[], device: [] as string[], session: [] as string[], action: [] as number[], body: [] as string[] };
-    const out = groups.map(({ project, deviceId, events, payloadJson }) =>
-      events.map((e, i): AppendOutcome => {
+    // Copies of a dedup key after its first in this commit are left out of the statement and
+    // answered with the first one's seq. Events are sent in commit order, so seqs follow it.
+    const at = new Map<string, number>();
+    const ev = { project: [] as string[], device: [] as string[], session: [] as string[], action: [] as number[], rest: [] as string[] };
+    const slots = groups.map(({ project, deviceId, events, payloadJson }) =>
+      events.map((e, i) => {
         const key = dedupKey(project, deviceId, e.sessionId, e.clientActionId);
-        const original = known.get(key);
-        if (original !== undefined) return { stored: false, seq: original };
-        const seq = heads.get(project)! + 1;
-        heads.set(project, seq);
-        // A second copy later in this same commit is a duplicate of this one.
-        known.set(key, seq);
-        const json = serializeEvent(seq, deviceId, serverTimestamp, e, payloadJson?.[i]);
-        rows.project.push(project);
-        rows.seq.push(seq);
-        rows.device.push(deviceId);
-        rows.session.push(e.sessionId);
-        rows.action.push(e.clientActionId);
-        rows.body.push(json);
-        return { stored: true, seq, json };
+        const first = at.get(key);
+        if (first !== undefined) return -1 - first;
+        const slot = ev.project.length;
+        at.set(key, slot);
+        ev.project.push(project);
+        ev.device.push(deviceId);
+        ev.session.push(e.sessionId);
+        ev.action.push(e.clientActionId);
+        ev.rest.push(serializeEventRest(deviceId, serverTimestamp, e, payloadJson?.[i]));
+        return slot;
       }),
     );
-    if (rows.seq.length === 0) return out;
-    // One round trip for every row of the commit.
-    await client.query(
-      `INSERT INTO events (project, server_seq, device_id, session_id, client_action_id, body)
-       SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[], $5::bigint[], $6::text[])`,
-      [rows.project, rows.seq, rows.device, rows.session, rows.action, rows.body],
+    // Sorted as before: with several unknown projects, the error names the first in this order.
+    const names = [...new Set(groups.map((g) => g.project))].sort();
+    let row: { seqs: string[]; stored: boolean[] };
+    try {
+      const r = await this.pool.query<{ seqs: string[]; stored: boolean[] }>({
+        name: 'synchub_append',
+        text: 'SELECT seqs, stored FROM synchub_append($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::text[])',
+        values: [names, ev.project, ev.device, ev.session, ev.action, ev.rest],
+      });
+      row = r.rows[0]!;
+    } catch (err) {
+      const e = err as pg.DatabaseError;
+      if (e.code === UNKNOWN_PROJECT) throw new SyncError('unknown_project', `project ${e.detail} does not exist`);
+      throw err;
+    }
+    return slots.map((group) =>
+      group.map((slot): AppendOutcome => {
+        if (slot < 0) return { stored: false, seq: Number(row.seqs[-1 - slot]) };
+        const seq = Number(row.seqs[slot]);
+        return row.stored[slot] ? { stored: true, seq, json: EVENT_JSON_HEAD + seq + ev.rest[slot]! } : { stored: false, seq };
+      }),
     );
-    const moved = names.filter((n) => rows.project.includes(n));
-    const newHeads = moved.map((n) => heads.get(n)!);
-    await client.query(
-      `UPDATE projects AS p SET head_seq = v.head
-         FROM unnest($1::text[], $2::bigint[]) AS v(name, head) WHERE p.name = v.name`,
-      [moved, newHeads],
-    );
-    // Delivered to every listener at COMMIT, never before, and not at all on a rollback.
-    await client.query(`SELECT pg_notify('${CHANNEL}', v.head || ':' || v.name) FROM unnest($1::text[], $2::bigint[]) AS v(name, head)`, [moved, newHeads]);
-    return out;
   }
 
   async readAfter(project: string, afterSeq: number, limit: number): Promise<StoredEvent[]> {
