@@ -577,7 +577,7 @@ async function scenarioCatchup() {
       return null;
     });
   }
-  type P = { measured: { rate: number; totalMs: number; firstFrameMs?: number }; passes: { firstFrameMs?: number }[] };
+  type P = { measured: { rate: number; totalMs: number; firstFrameMs?: number; cpuMsPer100k?: number }; passes: { firstFrameMs?: number }[] };
   for (const system of SYSTEMS) {
     if (!systems.has(system)) continue;
     if (system === 'logux') {
@@ -621,6 +621,7 @@ async function scenarioCatchup() {
           const ms = (v: number | undefined) => (v === undefined ? null : Math.round(v * 10) / 10);
           return {
             appliedPerSec: Math.round(a.measured.rate),
+            agentCpuMsPer100k: a.measured.cpuMsPer100k === undefined ? null : Math.round(a.measured.cpuMsPer100k),
             streamPerSec: Math.round(s.measured.rate),
             totalMs: Math.round(a.measured.totalMs),
             firstFrameMs: ms(a.measured.firstFrameMs),
