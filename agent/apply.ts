@@ -81,6 +81,29 @@ export { sameJson, diffKeys };
 /** Above this many distinct column sets per table, cached statements are dropped and re-prepared on demand. */
 const MAX_STATEMENTS_PER_TABLE = 512;
 
+/**
+ * Rows per multi-row upsert statement (a power of two; fewer for wide tables, so that one statement
+ * stays under 999 bound values, the limit of the oldest SQLite builds). One statement per 64 creates
+ * instead of one each cut the SQLite side of a catch-up by about a third.
+ */
+const MAX_ROWS_PER_UPSERT = 64;
+
+/** A create as one row of a multi-row upsert (RowApplier.upsertRow): consecutive ones of one shape are written together. */
+export interface UpsertRow {
+  readonly table: string;
+  /** Columns written, in table order (`id` excluded). */
+  readonly cols: readonly string[];
+  /** The entity id, then the values of `cols`. */
+  readonly values: unknown[];
+}
+
+/** Two upsert rows can share a statement: same table, same columns. */
+export function sameShape(a: UpsertRow, b: UpsertRow): boolean {
+  if (a.table !== b.table || a.cols.length !== b.cols.length) return false;
+  for (let i = 0; i < a.cols.length; i++) if (a.cols[i] !== b.cols[i]) return false;
+  return true;
+}
+
 interface TableInfo {
   name: string;
   quoted: string;
@@ -177,6 +200,52 @@ export class RowApplier {
   }
 
   /**
+   * A change that is a plain upsert (a create naming at least one column) as a row for upsertRows, or
+   * null: apply it with apply(). Throws ApplyError exactly where apply() would, so a caller may file
+   * the change as failed without applying it.
+   */
+  upsertRow(c: Change): UpsertRow | null {
+    const t = this.info(c.table);
+    if (c.entityId === '') throw new ApplyError('empty entity id');
+    let effect: RowEffect;
+    try {
+      effect = effectOf(c);
+    } catch (err) {
+      if (err instanceof RuleError) throw new ApplyError(err.message);
+      throw err;
+    }
+    if (effect.op !== 'upsert') return null;
+    const { cols, values } = this.pick(t, effect.fields, [c.entityId]);
+    if (cols.length === 0) {
+      if (t.columns.length > 0) throw new ApplyError(`create for ${t.name} names none of its columns`);
+      return null;
+    }
+    return { table: t.name, cols, values };
+  }
+
+  /**
+   * Write upsert rows of one shape (sameShape), in order, MAX_ROWS_PER_UPSERT to a statement: the same
+   * rows as apply() of each would write (SQLite applies a multi-row upsert row by row, a later row with
+   * the same id updating the earlier one). A failing statement throws with part of them written: run
+   * this inside a savepoint and roll back to it.
+   */
+  upsertRows(rows: readonly UpsertRow[]): void {
+    if (rows.length === 0) return;
+    const first = rows[0]!;
+    const t = this.info(first.table);
+    let max = MAX_ROWS_PER_UPSERT;
+    while (max > 1 && max * (first.cols.length + 1) > 999) max >>= 1;
+    for (let i = 0; i < rows.length; ) {
+      let k = max;
+      while (k > rows.length - i) k >>= 1;
+      const params: unknown[] = [];
+      for (let j = i; j < i + k; j++) for (const v of rows[j]!.values) params.push(v);
+      this.statement(t, 'upsert', first.cols, k).run(params);
+      i += k;
+    }
+  }
+
+  /**
    * A snapshot row: the hub's current row of an entity replaces the local one, as a replay would leave
    * it: a column the hub's row does not name has its default, not a stale local value.
    */
@@ -245,14 +314,13 @@ export class RowApplier {
   /**
    * Known columns of `data` in table order with their SQL values. Keys naming no column are dropped
    * (forward compatibility: a newer app version may send more fields); a key that is not even a valid
-   * identifier marks the payload as malformed.
+   * identifier marks the payload as malformed. The values are appended to `values`.
    */
-  private pick(t: TableInfo, data: Row): { cols: string[]; values: unknown[] } {
+  private pick(t: TableInfo, data: Row, values: unknown[] = []): { cols: string[]; values: unknown[] } {
     for (const k of Object.keys(data)) {
       if (!t.columnSet.has(k) && k !== 'id' && !IDENTIFIER_RE.test(k)) throw new ApplyError(`invalid column name ${JSON.stringify(k)}`);
     }
     const cols: string[] = [];
-    const values: unknown[] = [];
     for (const col of t.columns) {
       if (Object.hasOwn(data, col)) {
         cols.push(col);
@@ -262,8 +330,9 @@ export class RowApplier {
     return { cols, values };
   }
 
-  private statement(t: TableInfo, op: 'upsert' | 'update', cols: string[]): Statement {
-    const key = `${op}:${cols.join(',')}`;
+  /** The statement for `op` on these columns; an upsert may insert `rows` rows at once. */
+  private statement(t: TableInfo, op: 'upsert' | 'update', cols: readonly string[], rows = 1): Statement {
+    const key = `${op}:${rows}:${cols.join(',')}`;
     let s = t.statements.get(key);
     if (s) return s;
     const quoted = cols.map((c) => `"${c}"`);
@@ -272,8 +341,9 @@ export class RowApplier {
       // ON CONFLICT DO UPDATE, never INSERT OR REPLACE: REPLACE deletes the old row first, which fires
       // the app's delete triggers and resets every column the payload does not carry.
       const set = quoted.map((c) => `${c} = excluded.${c}`).join(', ');
+      const tuple = `(?${', ?'.repeat(cols.length)})`;
       sql =
-        `INSERT INTO ${t.quoted} ("id"${quoted.map((c) => `, ${c}`).join('')}) VALUES (?${', ?'.repeat(cols.length)}) ` +
+        `INSERT INTO ${t.quoted} ("id"${quoted.map((c) => `, ${c}`).join('')}) VALUES ${Array(rows).fill(tuple).join(', ')} ` +
         (cols.length ? `ON CONFLICT ("id") DO UPDATE SET ${set}` : 'ON CONFLICT ("id") DO NOTHING');
     } else {
       sql = `UPDATE ${t.quoted} SET ${quoted.map((c) => `${c} = ?`).join(', ')} WHERE "id" = ?`;
@@ -327,6 +397,13 @@ export interface ApplyEngineOptions {
   tables: string[];
 }
 
+/** A create waiting in a frame's run of creates (ApplyEngine.queueUpsert). */
+interface Queued {
+  ev: SyncEvent;
+  change: Change;
+  row: UpsertRow;
+}
+
 function eventChange(ev: SyncEvent, table: string): Change {
   return {
     actionType: ev.actionType,
@@ -343,6 +420,8 @@ function eventChange(ev: SyncEvent, table: string): Change {
  * taken up front, so the frame never fails half-way on a lock upgrade) holding the changes, the
  * cursor and the capture-trigger guard. Each event with undelivered local changes on its entity runs in
  * a savepoint; an event that fails permanently is rolled back alone and filed in sync_failed_events.
+ * Consecutive remote creates of one table and column set (a catch-up is mostly these) are written by
+ * multi-row upserts in one savepoint; if one of them fails, they are applied one by one instead.
  */
 export class ApplyEngine {
   private readonly rows: RowApplier;
@@ -534,6 +613,7 @@ export class ApplyEngine {
     const ids: string[] = [];
     for (let i = first; i < events.length; i++) ids.push(events[i]!.entityId);
     const pending = loadUndelivered(this.db, cursor, state.adopted ?? 0, ids, this.tableSet);
+    const upserts: Queued[] = [];
 
     for (let i = first; i < events.length; i++) {
       const ev = events[i]!;
@@ -558,10 +638,14 @@ export class ApplyEngine {
           if (local.length === 0) local = undefined;
         }
       }
+      const change = eventChange(ev, table);
+      // A remote create with nothing local to rebase joins the run of creates written together.
+      if (!local && !own && this.queueUpsert(upserts, ev, change, result, now)) continue;
+      this.flushUpserts(upserts, result, now);
+
       // Our own change coming back: the stream is also its ack (an ack frame can be lost to a drop).
       if (own && this.s.markOwn.run(now, ev.serverSeq, ev.clientActionId, ev.entityId, ev.serverSeq).changes > 0) result.ownConfirmed++;
 
-      const change = eventChange(ev, table);
       if (!local) {
         // Fast path: one statement, atomic on its own; no savepoint needed.
         try {
@@ -574,11 +658,60 @@ export class ApplyEngine {
       }
       this.applyRebased(ev, change, local, own, result, now);
     }
+    this.flushUpserts(upserts, result, now);
 
     this.s.setCursor.run(throughSeq, digest, headSeq, now, now);
     this.s.guardOff.run();
     result.cursor = throughSeq;
     return result;
+  }
+
+  /**
+   * Queue a remote event that is a plain create (RowApplier.upsertRow) behind the creates of the same
+   * shape before it; true when it is dealt with (queued, or filed as failed). Every other event first
+   * writes what is queued (flushUpserts), so rows are written in seq order.
+   */
+  private queueUpsert(queue: Queued[], ev: SyncEvent, change: Change, result: FrameResult, now: string): boolean {
+    let row: UpsertRow | null;
+    try {
+      row = this.rows.upsertRow(change);
+    } catch (err) {
+      this.flushUpserts(queue, result, now);
+      this.fail(ev, err, result, now);
+      return true;
+    }
+    if (!row) return false;
+    if (queue.length > 0 && !sameShape(queue[0]!.row, row)) this.flushUpserts(queue, result, now);
+    queue.push({ ev, change, row });
+    return true;
+  }
+
+  /**
+   * Write the queued creates with multi-row statements in one savepoint. When one of them cannot apply,
+   * the savepoint is rolled back and each is applied alone, as any other event is, so that only the
+   * failing one is filed (rule 6).
+   */
+  private flushUpserts(queue: Queued[], result: FrameResult, now: string): void {
+    if (queue.length === 0) return;
+    this.s.savepoint.run();
+    try {
+      this.rows.upsertRows(queue.map((q) => q.row));
+      this.s.release.run();
+      result.applied += queue.length;
+    } catch (err) {
+      this.s.rollback.run();
+      this.s.release.run();
+      if (isFrameLevelError(err)) throw err;
+      for (const q of queue) {
+        try {
+          this.rows.apply(q.change);
+          result.applied++;
+        } catch (e) {
+          this.fail(q.ev, e, result, now);
+        }
+      }
+    }
+    queue.length = 0;
   }
 
   /** An event on an entity with undelivered local changes: apply it, then re-apply them on top. */

@@ -43,6 +43,14 @@ export const ACKED_UNDELIVERED_SQL = `SELECT ${OUTBOX_ROW_COLUMNS} FROM action_l
     AND a.synced_at IS NOT NULL AND a.rowid > ? AND IFNULL(a.undone, 0) = 0`;
 
 /**
+ * Whether any outbox row could be undelivered at all (pending, or acked above the cursor): two seeks
+ * in partial indexes. A device that has pushed everything it changed (a catch-up, a reader) then skips
+ * the per-entity lookups of every frame.
+ */
+export const ANY_UNDELIVERED_SQL = `SELECT EXISTS (SELECT 1 FROM action_log INDEXED BY sync_action_log_unsynced WHERE synced_at IS NULL)
+  OR EXISTS (SELECT 1 FROM action_log INDEXED BY sync_action_log_seq WHERE server_seq IS NOT NULL AND server_seq > ?)`;
+
+/**
  * One undelivered outbox row. Decoding (JSON.parse of its data) waits until a remote event actually
  * needs it re-applied: most rows found for a frame are its own events coming back, which need nothing.
  */
@@ -77,7 +85,7 @@ export function loadUndelivered(
   tables: ReadonlySet<string>,
 ): Map<string, Undelivered[]> {
   const out = new Map<string, Undelivered[]>();
-  if (entityIds.length === 0) return out;
+  if (entityIds.length === 0 || !cached(db, ANY_UNDELIVERED_SQL).pluck().get(cursor)) return out;
   const ids = JSON.stringify(entityIds);
   const unacked = cached(db, UNACKED_SQL).all(ids, cursor) as OutboxRow[];
   const acked = cached(db, ACKED_UNDELIVERED_SQL).all(cursor, ids, adoptedRowid) as OutboxRow[];

@@ -2,7 +2,7 @@
 import Database from 'better-sqlite3';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { getCursor, getSyncState, type Db } from '../../agent/app-db.ts';
-import { APPLYING_GUARD_SQL, ApplyEngine, StreamGapError } from '../../agent/apply.ts';
+import { APPLYING_GUARD_SQL, ApplyEngine, RowApplier, StreamGapError } from '../../agent/apply.ts';
 import { isTransientDbError } from '../../agent/db-errors.ts';
 import { APP_TABLES, dumpTables, ev, makeAgentDb, tempDir, type TempDir } from '../kit/app-db.ts';
 
@@ -228,6 +228,58 @@ describe('poison events (rule 6)', () => {
     expect(r.failed).toMatchObject([{ serverSeq: 1 }]);
     expect(r.failed[0]!.error).toMatch(/bad title/);
     expect(dumpTables(db).issues.map((x) => x.id)).toEqual(['b']);
+  });
+});
+
+describe('runs of creates (written with multi-row statements)', () => {
+  /** A mixed frame: creates of two shapes and two tables, a repeated id, an update and a delete between them. */
+  function mixedFrame(n: number) {
+    const events = [];
+    for (let seq = 1; seq <= n; seq++) {
+      const id = `i${seq % 97}`; // ids repeat within one statement and across them
+      if (seq % 41 === 0) events.push(ev(seq, 'update', 'issues', id, { title: `u${seq}` }, { previousData: { title: 'x' } }));
+      else if (seq % 53 === 0) events.push(ev(seq, 'delete', 'issues', id, null));
+      else if (seq % 29 === 0) events.push(ev(seq, 'create', 'comments', `c${seq}`, { body: `b${seq}` }));
+      else events.push(ev(seq, 'create', 'issues', id, seq % 7 === 0 ? { title: `t${seq}` } : { title: `t${seq}`, status: 's', priority: seq, labels: [seq] }));
+    }
+    return events;
+  }
+
+  it('leave the same rows as applying each event alone, in seq order', () => {
+    const events = mixedFrame(300);
+    const r = engine.applyFrame(events, 300, 300);
+    expect(r).toMatchObject({ applied: 300, failed: [] });
+    const ref = makeAgentDb(tmp.path('ref.db'));
+    const rows = new RowApplier(ref, APP_TABLES);
+    for (const e of events) {
+      rows.apply({ actionType: e.actionType, table: e.entityType, entityId: e.entityId, newData: e.payload.newData, previousData: e.payload.previousData, clientTimestamp: e.clientTimestamp });
+    }
+    expect(dumpTables(db)).toEqual(dumpTables(ref));
+    ref.close();
+  });
+
+  it('a create that fails among them is filed alone; the others are written once (a FAIL trigger keeps nothing half-written)', () => {
+    db.exec(`CREATE TABLE inserted (n INTEGER); INSERT INTO inserted VALUES (0);
+      CREATE TRIGGER count_ins AFTER INSERT ON issues BEGIN UPDATE inserted SET n = n + 1; END;
+      CREATE TRIGGER count_upd AFTER UPDATE ON issues BEGIN UPDATE inserted SET n = n + 1000; END;
+      CREATE TRIGGER no_bad BEFORE INSERT ON issues WHEN NEW.title = 'bad' BEGIN SELECT RAISE(FAIL, 'bad title'); END`);
+    const events = Array.from({ length: 100 }, (_, i) => ev(i + 1, 'create', 'issues', `n${i + 1}`, { title: i + 1 === 70 ? 'bad' : 'ok' }));
+    const r = engine.applyFrame(events, 100, 100);
+    expect(r.failed.map((f) => f.serverSeq)).toEqual([70]);
+    expect(r.applied).toBe(99);
+    expect(db.prepare('SELECT COUNT(*) AS n FROM issues').get()).toEqual({ n: 99 });
+    expect(db.prepare('SELECT n FROM inserted').get()).toEqual({ n: 99 });
+    expect(failedRows()).toHaveLength(1);
+  });
+
+  it('a wide table takes fewer rows per statement (bounded bound values)', () => {
+    const cols = Array.from({ length: 120 }, (_, i) => `c${i}`);
+    db.exec(`CREATE TABLE wide (id TEXT PRIMARY KEY, ${cols.map((c) => `${c} TEXT`).join(', ')})`);
+    const wide = new ApplyEngine(db, { deviceId: 'dev-local', tables: ['wide'] });
+    const row = Object.fromEntries(cols.map((c) => [c, c]));
+    const r = wide.applyFrame(Array.from({ length: 50 }, (_, i) => ev(i + 1, 'create', 'wide', `w${i}`, row)), 50, 50);
+    expect(r).toMatchObject({ applied: 50, failed: [] });
+    expect(db.prepare('SELECT COUNT(*) AS n FROM wide WHERE c119 = ?').get('c119')).toEqual({ n: 50 });
   });
 });
 
