@@ -227,12 +227,6 @@ async function serve(argv: string[]): Promise<void> {
     };
     process.once('SIGTERM', () => stop('SIGTERM'));
     process.once('SIGINT', () => stop('SIGINT'));
-    // The hub stopped itself (its store failed for good): exit non-zero so a supervisor restarts it.
-    void hub.failed.then(async () => {
-      await hub.close();
-      process.exitCode = 1;
-      resolve();
-    });
   });
 }
 

@@ -74,8 +74,6 @@ export class Hub {
   private checkingRevocations = false;
   private stopping = false;
   private closing: Promise<void> | null = null;
-  /** Resolves (with the cause) if the store fails for good and the hub stops because of it; never otherwise. */
-  readonly failed: Promise<Error>;
   private readonly board: StatusBoard;
   private readonly admin: AdminServer | null;
   /** What every Connection is given: one object for all of them. */
@@ -110,15 +108,6 @@ export class Hub {
             { metrics: this.metrics, board: this.board, readiness: () => this.readiness(), stopping: () => this.stopping, log },
             { host: adminHost, port: adminPort, optional: adminPortOptional },
           );
-    let fail!: (err: Error) => void;
-    this.failed = new Promise((resolve) => (fail = resolve));
-    // A store that cannot recover (SQLite's writer thread died) stops the hub loudly: pushes in
-    // flight were answered store_unavailable, every socket is closed, and `hub serve` exits 1.
-    store.onFatal?.((err) => {
-      this.log.fatal({ err: err.message }, 'the store failed; stopping the hub');
-      fail(err);
-      void this.close();
-    });
     this.committer = new GroupCommitter(store, this.options.commitMaxEvents, (committed, ms, count) => {
       this.metrics.commits.observe(ms / 1000);
       this.metrics.eventsCommitted.inc(count);

@@ -139,11 +139,5 @@ export interface EventStore {
    */
   ping?(): Promise<void>;
 
-  /**
-   * Called once if the store fails for good in a way no retry mends (SQLite: its writer thread
-   * died): every call rejects from then on, and the hub stops. Absent: the store cannot fail so.
-   */
-  onFatal?(listener: (err: Error) => void): void;
-
   close(): Promise<void>;
 }

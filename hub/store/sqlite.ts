@@ -1,5 +1,5 @@
-// EventStore on an embedded SQLite file: the default, one hub process owns the file. Reads run on
-// the caller's thread; every write goes to the store's writer thread (sqlite-writer-thread.ts).
+// EventStore on an embedded SQLite file: the default, one hub process owns the file. Reads here;
+// every write through the store's SqliteWriter (sqlite-writer.ts), on the same connection.
 import Database from 'better-sqlite3';
 import { existsSync, mkdirSync, renameSync, rmSync, statSync } from 'node:fs';
 import { dirname } from 'node:path';
@@ -9,8 +9,7 @@ import type { AppendGroup, AppendOutcome, EventStore, LogInfo, Role, SnapshotRea
 import { EVENTS_SCHEMA } from './sqlite-schema.ts';
 import { openSqliteSnapshot } from './sqlite-snapshot.ts';
 import { EntityStateWriter, STATE_SCHEMA } from './sqlite-state.ts';
-import { openHubDb, probeWriteLock, SqliteWriter } from './sqlite-writer.ts';
-import { InlineWriter, WriterThread, type WriterPort } from './sqlite-writer-thread.ts';
+import { openHubDb, SqliteWriter } from './sqlite-writer.ts';
 
 /**
  * Schema versions (PRAGMA user_version). 1: chained digests (events.digest, projects.head_digest),
@@ -64,24 +63,20 @@ function toToken(row: TokenRow): TokenRecord {
 }
 
 export class SqliteEventStore implements EventStore {
-  /** The main thread's connection: reads, and the schema at open. Writes go through `writer`. */
   private readonly db: Database.Database;
-  private readonly writer: WriterPort;
+  private readonly writer: SqliteWriter;
   /** Head seq per project as this process committed it (or read it), loaded lazily. */
   private readonly heads = new Map<string, number>();
   private readonly stmt;
   /** The file's identity at open: a file deleted or replaced under the hub is a store gone. */
   private readonly inode: number | null;
-  /** A connection for ping() that never waits for a lock; opened on first use. */
-  private prober: Database.Database | null = null;
 
   constructor(private readonly path: string) {
     if (path !== ':memory:') mkdirSync(dirname(path), { recursive: true });
     this.db = openHubDb(path);
     this.inode = path === ':memory:' ? null : statSync(path).ino;
     migrate(this.db);
-    // An in-memory database lives in one connection: its writer is that connection, on this thread.
-    this.writer = path === ':memory:' ? new InlineWriter(new SqliteWriter(this.db)) : new WriterThread(path);
+    this.writer = new SqliteWriter(this.db);
     this.stmt = {
       head: this.db.prepare('SELECT head_seq FROM projects WHERE name = ?').pluck(),
       info: this.db.prepare(
@@ -96,7 +91,7 @@ export class SqliteEventStore implements EventStore {
   }
 
   async append(groups: AppendGroup[], serverTimestamp: string): Promise<AppendOutcome[][]> {
-    const result = await this.writer.call('append', groups, serverTimestamp);
+    const result = this.writer.append(groups, serverTimestamp);
     // Durable now: move the heads this process reports.
     groups.forEach((g, i) => {
       for (const o of result[i]!) if (o.stored && o.seq > (this.heads.get(g.project) ?? 0)) this.heads.set(g.project, o.seq);
@@ -140,11 +135,13 @@ export class SqliteEventStore implements EventStore {
   async compact(project: string, keepEvents: number): Promise<{ dropped: number; baseSeq: number }> {
     if (!Number.isSafeInteger(keepEvents) || keepEvents < 0) throw new SyncError('invalid_argument', 'keepEvents must be a whole number >= 0');
     let dropped = 0;
-    // In steps, each its own transaction: commits of pushes take turns with them on the writer.
+    // In steps, each its own transaction: commits of pushes take turns with them.
     for (;;) {
-      const step = await this.writer.call('compactStep', project, keepEvents);
+      const step = this.writer.compactStep(project, keepEvents);
       dropped += step.dropped;
       if (step.dropped === 0) return { dropped, baseSeq: step.baseSeq };
+      // Inside a serving hub (--retain-events): let commits and sockets run between chunks.
+      await new Promise((resolve) => setImmediate(resolve));
     }
   }
 
@@ -164,7 +161,7 @@ export class SqliteEventStore implements EventStore {
   }
 
   async createProject(name: string): Promise<void> {
-    await this.writer.call('createProject', name, new Date().toISOString());
+    this.writer.createProject(name, new Date().toISOString());
   }
 
   async projectExists(name: string): Promise<boolean> {
@@ -178,7 +175,7 @@ export class SqliteEventStore implements EventStore {
   }
 
   async insertToken(t: TokenRecord): Promise<void> {
-    await this.writer.call('insertToken', t);
+    this.writer.insertToken(t);
   }
 
   async findToken(id: string): Promise<TokenRecord | undefined> {
@@ -192,7 +189,7 @@ export class SqliteEventStore implements EventStore {
   }
 
   async revokeToken(id: string, at: string): Promise<boolean> {
-    return this.writer.call('revokeToken', id, at);
+    return this.writer.revokeToken(id, at);
   }
 
   async revokedTokens(ids: string[]): Promise<string[]> {
@@ -212,12 +209,11 @@ export class SqliteEventStore implements EventStore {
   }
 
   async bindDevice(project: string, deviceId: string, tokenId: string, at: string): Promise<boolean> {
-    return this.writer.call('bindDevice', project, deviceId, tokenId, at);
+    return this.writer.bindDevice(project, deviceId, tokenId, at);
   }
 
   async ping(): Promise<void> {
     if (!this.db.open) throw new SyncError('store_unavailable', 'the store is closed');
-    if (this.writer.failure) throw this.writer.failure;
     if (this.inode === null) return;
     let ino: number;
     try {
@@ -226,25 +222,12 @@ export class SqliteEventStore implements EventStore {
       throw new SyncError('store_unavailable', `the database file ${this.path} is gone`);
     }
     if (ino !== this.inode) throw new SyncError('store_unavailable', `the database file ${this.path} was replaced`);
-    // At once, on a connection that never waits. Held while our own writer has a call out: that may
-    // be our own commit, so ask again on the writer, between its transactions.
-    this.prober ??= new Database(this.path, { timeout: 0 });
-    try {
-      probeWriteLock(this.prober);
-    } catch (err) {
-      if (!this.writer.busy) throw err;
-      await this.writer.call('probe');
-    }
-  }
-
-  onFatal(listener: (err: Error) => void): void {
-    this.writer.onFatal(listener);
+    // Our own commits run on this thread: a lock held now is another process's.
+    this.writer.probe();
   }
 
   async close(): Promise<void> {
-    await this.writer.close();
-    if (this.prober?.open) this.prober.close();
-    if (this.db.open) this.db.close();
+    this.writer.close();
   }
 }
 
