@@ -187,16 +187,20 @@ export class RowApplier {
 
   /** Apply one change with td's rules (shared/apply-rules.ts decides what it writes). */
   apply(c: Change): void {
+    const { t, effect } = this.effect(c);
+    this.applyEffect(t, c.entityId, effect);
+  }
+
+  /** The change's table and what the rules make it write; ApplyError for a change that cannot apply. */
+  private effect(c: Change): { t: TableInfo; effect: RowEffect } {
     const t = this.info(c.table);
     if (c.entityId === '') throw new ApplyError('empty entity id');
-    let effect: RowEffect;
     try {
-      effect = effectOf(c);
+      return { t, effect: effectOf(c) };
     } catch (err) {
       if (err instanceof RuleError) throw new ApplyError(err.message);
       throw err;
     }
-    this.applyEffect(t, c.entityId, effect);
   }
 
   /**
@@ -205,15 +209,7 @@ export class RowApplier {
    * the change as failed without applying it.
    */
   upsertRow(c: Change): UpsertRow | null {
-    const t = this.info(c.table);
-    if (c.entityId === '') throw new ApplyError('empty entity id');
-    let effect: RowEffect;
-    try {
-      effect = effectOf(c);
-    } catch (err) {
-      if (err instanceof RuleError) throw new ApplyError(err.message);
-      throw err;
-    }
+    const { t, effect } = this.effect(c);
     if (effect.op !== 'upsert') return null;
     const { cols, values } = this.pick(t, effect.fields, [c.entityId]);
     if (cols.length === 0) {

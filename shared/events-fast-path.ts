@@ -6,15 +6,10 @@
 // zod schemas stay the reference: test/shared/events-fast-path.test.ts holds the two to the same
 // answers on valid and mutated frames. (shared/push-fast-path.ts is its twin for the hub's pushes.)
 import { ACTION_TYPES, type SyncEvent } from './event.ts';
+import { isObject, isRow, isText } from './fast-path-checks.ts';
 import { MAX_ENTITY_ID_LENGTH, MAX_ID_LENGTH } from './limits.ts';
 import type { EventsFrame } from './protocol.ts';
 
-type Obj = Record<string, unknown>;
-
-const isObject = (v: unknown): v is Obj => typeof v === 'object' && v !== null && !Array.isArray(v);
-const isRow = (v: unknown): v is Obj | null => v === null || isObject(v);
-/** A string of `min` to `max` UTF-16 code units (zod's min/max count the same way). */
-const isText = (v: unknown, min: number, max: number): v is string => typeof v === 'string' && v.length >= min && v.length <= max;
 const isSeq = (v: unknown): v is number => typeof v === 'number' && Number.isSafeInteger(v) && v >= 0;
 const ACTIONS: ReadonlySet<unknown> = new Set(ACTION_TYPES);
 /** The Digest schema of protocol.ts: '' (the empty log) or 64 lowercase hex digits. */

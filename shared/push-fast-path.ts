@@ -4,15 +4,11 @@
 // dropped, keys in the schema's order), and for anything else it returns null and zod decides and
 // explains. The zod schemas stay the reference: test/shared/push-fast-path.test.ts holds the two
 // to the same answers on valid, hostile and mutated frames.
+import { isObject, isRow, isText } from './fast-path-checks.ts';
 import { MAX_ENTITY_ID_LENGTH, MAX_ID_LENGTH } from './limits.ts';
 import type { PushEvent } from './event.ts';
 import type { PushFrame } from './protocol.ts';
 
-type Obj = Record<string, unknown>;
-
-const isObject = (v: unknown): v is Obj => typeof v === 'object' && v !== null && !Array.isArray(v);
-const isRow = (v: unknown): v is Obj | null => v === null || isObject(v);
-const isText = (v: unknown, max: number): v is string => typeof v === 'string' && v.length <= max;
 
 /** A push frame as ClientFrame would parse it, or null: not a valid push (or not a push at all). */
 export function fastPushFrame(json: unknown): PushFrame | null {
@@ -33,8 +29,8 @@ function fastPushEvent(v: unknown): PushEvent | null {
   if (!isObject(v)) return null;
   const { clientActionId, sessionId, actionType, entityType, entityId, payload, clientTimestamp } = v;
   if (typeof clientActionId !== 'number' || !Number.isSafeInteger(clientActionId)) return null;
-  if (!isText(sessionId, MAX_ID_LENGTH) || !isText(actionType, MAX_ID_LENGTH) || !isText(entityType, MAX_ID_LENGTH)) return null;
-  if (!isText(entityId, MAX_ENTITY_ID_LENGTH) || !isText(clientTimestamp, 64)) return null;
+  if (!isText(sessionId, 0, MAX_ID_LENGTH) || !isText(actionType, 0, MAX_ID_LENGTH) || !isText(entityType, 0, MAX_ID_LENGTH)) return null;
+  if (!isText(entityId, 0, MAX_ENTITY_ID_LENGTH) || !isText(clientTimestamp, 0, 64)) return null;
   if (!isObject(payload) || payload.schemaVersion !== 1) return null;
   const { newData, previousData } = payload;
   if (!isRow(newData) || !isRow(previousData)) return null;

@@ -25,20 +25,6 @@ export function openHubDb(path: string): Database.Database {
   return db;
 }
 
-/**
- * Take and release the write lock without waiting (`prober` is a connection with timeout 0): throws
- * store_unavailable when another connection holds it, for the next commit would wait busy_timeout
- * and fail.
- */
-export function probeWriteLock(prober: Database.Database): void {
-  try {
-    prober.exec('BEGIN IMMEDIATE; ROLLBACK');
-  } catch (err) {
-    if (prober.inTransaction) prober.exec('ROLLBACK');
-    throw new SyncError('store_unavailable', `the database cannot take a write now: ${(err as Error).message}`);
-  }
-}
-
 export class SqliteWriter {
   /** Head seq and digest per project, loaded lazily; this connection is the file's only writer of events. */
   private readonly heads = new Map<string, { seq: number; digest: string }>();
@@ -84,7 +70,8 @@ export class SqliteWriter {
     };
   }
 
-  private head(project: string): { seq: number; digest: string } {
+  /** The project's last committed seq and its digest (unknown_project when there is none). */
+  head(project: string): { seq: number; digest: string } {
     let head = this.heads.get(project);
     if (head === undefined) {
       head = this.stmt.headRow.get(project) as { seq: number; digest: string } | undefined;
@@ -177,10 +164,19 @@ export class SqliteWriter {
     return this.stmt.deviceOwner.get(project, deviceId) === tokenId;
   }
 
-  /** probeWriteLock between this writer's transactions (so a lock held then is another process's). */
+  /**
+   * Take and release the write lock without waiting, between this writer's transactions: a lock held
+   * then is another process's, and the next commit would wait busy_timeout and fail. A separate
+   * connection (timeout 0), because this one waits up to 5 s for a lock.
+   */
   probe(): void {
     this.prober ??= new Database(this.db.name, { timeout: 0 });
-    probeWriteLock(this.prober);
+    try {
+      this.prober.exec('BEGIN IMMEDIATE; ROLLBACK');
+    } catch (err) {
+      if (this.prober.inTransaction) this.prober.exec('ROLLBACK');
+      throw new SyncError('store_unavailable', `the database cannot take a write now: ${(err as Error).message}`);
+    }
   }
 
   close(): void {

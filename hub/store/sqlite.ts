@@ -65,8 +65,6 @@ function toToken(row: TokenRow): TokenRecord {
 export class SqliteEventStore implements EventStore {
   private readonly db: Database.Database;
   private readonly writer: SqliteWriter;
-  /** Head seq per project as this process committed it (or read it), loaded lazily. */
-  private readonly heads = new Map<string, number>();
   private readonly stmt;
   /** The file's identity at open: a file deleted or replaced under the hub is a store gone. */
   private readonly inode: number | null;
@@ -91,12 +89,7 @@ export class SqliteEventStore implements EventStore {
   }
 
   async append(groups: AppendGroup[], serverTimestamp: string): Promise<AppendOutcome[][]> {
-    const result = this.writer.append(groups, serverTimestamp);
-    // Durable now: move the heads this process reports.
-    groups.forEach((g, i) => {
-      for (const o of result[i]!) if (o.stored && o.seq > (this.heads.get(g.project) ?? 0)) this.heads.set(g.project, o.seq);
-    });
-    return result;
+    return this.writer.append(groups, serverTimestamp);
   }
 
   async readAfter(project: string, afterSeq: number, limit: number): Promise<StoredEvent[]> {
@@ -104,15 +97,7 @@ export class SqliteEventStore implements EventStore {
   }
 
   async headSeq(project: string): Promise<number> {
-    let head = this.heads.get(project);
-    if (head === undefined) {
-      head = this.stmt.head.get(project) as number | undefined;
-      if (head === undefined) throw new SyncError('unknown_project', `project ${project} does not exist`);
-      // A commit may have landed between the read and now: never move a head back.
-      head = Math.max(head, this.heads.get(project) ?? 0);
-      this.heads.set(project, head);
-    }
-    return head;
+    return this.writer.head(project).seq;
   }
 
   async logInfo(project: string): Promise<LogInfo> {

@@ -7,6 +7,7 @@ import { ServerFrame, type EventsFrame } from '../../shared/protocol.ts';
 import { fastEventsFrame } from '../../shared/events-fast-path.ts';
 import { ACTION_TYPES } from '../../shared/event.ts';
 import { serializeEvent } from '../../hub/store/serialize.ts';
+import { mutateAt } from '../kit/mutate.ts';
 import { makeEvents, seededRandom } from '../kit/ws-client.ts';
 
 /** A frame's JSON text with its rows left out: keys, their order and every other value. */
@@ -71,11 +72,7 @@ it('agrees with zod on seeded mutations of valid events frames', () => {
     const frame = JSON.parse(hubFrame(1 + i, 2, rnd, rnd() < 0.8)) as Record<string, unknown>;
     const path = pick(paths);
     const value = pick(odd);
-    let target: Record<string | number, unknown> = frame;
-    for (const k of path.slice(0, -1)) target = target[k] as Record<string | number, unknown>;
-    const last = path[path.length - 1]!;
-    if (value === undefined && rnd() < 0.5) delete target[last];
-    else target[last] = value;
+    mutateAt(frame, path, value, rnd);
     if (compare(frame, `mutation ${i}: ${path.join('.')} = ${String(value)}`)) accepted++;
   }
   // Some mutations keep the frame valid (an extra key, another action, a fitting string): those took the fast path.

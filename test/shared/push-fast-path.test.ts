@@ -6,6 +6,7 @@ import { expect, it } from 'vitest';
 import { ClientFrame, type PushFrame } from '../../shared/protocol.ts';
 import { fastPushFrame } from '../../shared/push-fast-path.ts';
 import { HostileGenerator } from '../fuzz/hostile.ts';
+import { mutateAt } from '../kit/mutate.ts';
 import { makeEvents, seededRandom } from '../kit/ws-client.ts';
 
 const cfg = { projectA: 'p1', projectB: 'p2', appTables: ['issues', 'comments'], maxFrameBytes: 64 * 1024, maxBatchEvents: 50, maxEventBytes: 8 * 1024 };
@@ -70,11 +71,7 @@ it('agrees with zod on seeded mutations of valid pushes', () => {
     const frame = JSON.parse(JSON.stringify({ type: 'push', batch: i, events: makeEvents(1, 2) })) as Record<string, unknown>;
     const path = pick(paths);
     const value = pick(odd);
-    let target: Record<string | number, unknown> = frame;
-    for (const k of path.slice(0, -1)) target = target[k] as Record<string | number, unknown>;
-    const last = path[path.length - 1]!;
-    if (value === undefined && rnd() < 0.5) delete target[last];
-    else target[last] = value;
+    mutateAt(frame, path, value, rnd);
     if (compare(frame, `mutation ${i}: ${path.join('.')} = ${String(value)}`)) accepted++;
   }
   // Some mutations keep the push valid (an extra key, a fitting string): those took the fast path.
